@@ -1,0 +1,196 @@
+"""Clean: one row per series and time step on the configured frequency, gaps imputed, every repair counted.
+
+Series that cannot be used (too short, stale, all missing) are skipped with the reason recorded, never
+fatal: one broken sensor must not stop the nightly forecast of the others.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import task
+
+from tasks.config import PipelineConfig
+from tasks.extract import parse_as_of
+
+QUALITY_COLUMNS = [
+    "series_id", "status", "reason", "raw_rows", "duplicates", "non_finite", "negative",
+    "missing", "imputed", "dropped_before_gap", "future_filled", "rows",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    history_path: str
+    future_path: str
+    quality_path: str
+    series_kept: int
+    series_skipped: int
+    rows: int
+    imputed: int
+    seconds: float
+
+
+def _gap_lengths(missing: np.ndarray) -> np.ndarray:
+    """For each missing position, the length of the run of missing values it belongs to."""
+    edges = np.diff(missing.astype(np.int8), prepend=0, append=0)
+    lengths = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    out = np.zeros(len(missing), dtype=np.int64)
+    out[missing] = np.repeat(lengths, lengths)
+    return out
+
+
+def impute(values: pd.Series, method: str, max_gap: int) -> pd.Series:
+    """Fill interior gaps of at most `max_gap` steps; longer gaps and edges stay missing."""
+    missing = values.isna().to_numpy()
+    if not missing.any() or max_gap == 0:
+        return values
+    fillable = missing & (_gap_lengths(missing) <= max_gap)
+    filled = values.interpolate(method="linear", limit_area="inside") if method == "linear" else values.ffill()
+    return values.where(~fillable, filled)
+
+
+def fill_trailing(values: pd.Series, max_gap: int) -> pd.Series:
+    """Carry the last value forward to the as-of step when the series' newest readings are late."""
+    last = values.last_valid_index()
+    if last is None:
+        return values
+    tail = values.index > last
+    if tail.sum() > max_gap:
+        return values
+    return values.where(~tail, values.ffill())
+
+
+def _trailing_complete(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int]:
+    """The part after the last still-missing value: forecasts need an unbroken recent history."""
+    incomplete = frame[columns].isna().any(axis=1).to_numpy()
+    if not incomplete.any():
+        return frame, 0
+    last_bad = int(np.flatnonzero(incomplete)[-1])
+    return frame.iloc[last_bad + 1 :], last_bad + 1
+
+
+def clean_frame(
+    raw: pd.DataFrame, cfg: PipelineConfig, as_of: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Raw extract -> (history on a regular grid, future covariates for the horizon, per-series quality)."""
+    src, data, fc = cfg.source, cfg.data, cfg.forecast
+    offset = pd.tseries.frequencies.to_offset(data.freq)
+    target, past, future = src.target, list(src.covariates), list(src.future_covariates)
+    numeric = [target, *past, *future]
+    # The label of the resampling bin that holds as-of, computed the same way the series are binned.
+    grid_end = pd.Series([0.0], index=pd.DatetimeIndex([as_of])).resample(data.freq).sum().index[-1]
+    future_index = pd.date_range(grid_end + offset, periods=fc.horizon, freq=data.freq)
+    min_rows = fc.lookback + fc.horizon
+
+    history_parts, future_parts, quality = [], [], []
+    for sid, group in raw.groupby("series_id", sort=True):
+        hist = group[group["ts"] <= as_of]
+        q = dict.fromkeys(QUALITY_COLUMNS, 0)
+        q.update(series_id=sid, status="ok", reason="", raw_rows=len(hist))
+        values = hist[numeric].to_numpy(dtype="float64", copy=True)
+        non_finite = ~np.isfinite(values) & ~np.isnan(values)
+        q["non_finite"] = int(non_finite.sum())
+        values[non_finite] = np.nan
+        if data.non_negative:
+            negative = values[:, 0] < 0
+            q["negative"] = int(negative.sum())
+            values[negative, 0] = np.nan
+        hist = pd.DataFrame(values, columns=numeric, index=pd.DatetimeIndex(hist["ts"]))
+        if hist[target].notna().sum() == 0:
+            quality.append({**q, "status": "skipped", "reason": "no values in the target column"})
+            continue
+        binned = hist.resample(data.freq)
+        counts = binned[target].count()
+        q["duplicates"] = int((counts - 1).clip(lower=0).sum())
+        if data.duplicates == "sum":
+            regular = binned.sum(min_count=1)
+        else:
+            regular = getattr(binned, data.duplicates)()
+        # Series stop at their last observation; the grid runs on to as-of so a stale series shows as missing.
+        regular = regular.reindex(pd.date_range(regular.index[0], grid_end, freq=data.freq))
+        q["missing"] = int(regular[target].isna().sum())
+        last_seen = hist.index[hist[target].notna()].max()
+        stale_steps = len(pd.date_range(last_seen, grid_end, freq=data.freq)) - 1
+        if stale_steps > data.max_gap:
+            quality.append(
+                {**q, "status": "skipped",
+                 "reason": f"last value at {last_seen.isoformat()} is {stale_steps} steps before as_of "
+                           f"(max_gap {data.max_gap})"}
+            )  # fmt: skip
+            continue
+        before = regular[numeric].isna().sum().sum()
+        for col in numeric:
+            regular[col] = fill_trailing(impute(regular[col], data.impute, data.max_gap), data.max_gap)
+        q["imputed"] = int(before - regular[numeric].isna().sum().sum())
+        regular, dropped = _trailing_complete(regular, numeric)
+        q["dropped_before_gap"] = dropped
+        q["rows"] = len(regular)
+        if len(regular) < min_rows:
+            reason = f"{len(regular)} usable steps < lookback + horizon = {min_rows}"
+            if dropped:
+                reason += f" (history before a gap longer than max_gap={data.max_gap} was dropped)"
+            quality.append({**q, "status": "skipped", "reason": reason})
+            continue
+        regular.index.name = "ts"
+        history_parts.append(regular.reset_index().assign(series_id=sid))
+        if future:
+            fut = group[group["ts"] > as_of].set_index("ts")[future].resample(data.freq).last()
+            fut = fut.reindex(future_index)
+            q["future_filled"] = int(fut.isna().sum().sum())
+            # Unknown future covariate values repeat the last known one: the least surprising guess.
+            fut = pd.concat([regular[future].iloc[[-1]], fut]).ffill().iloc[1:]
+            fut.index.name = "ts"
+            future_parts.append(fut.reset_index().assign(series_id=sid))
+        quality.append(q)
+
+    columns = ["series_id", "ts", *numeric]
+    history = pd.concat(history_parts, ignore_index=True)[columns] if history_parts else pd.DataFrame(columns=columns)
+    fut_cols = ["series_id", "ts", *future]
+    fut_frame = pd.concat(future_parts, ignore_index=True)[fut_cols] if future_parts else pd.DataFrame(columns=fut_cols)
+    return history, fut_frame, pd.DataFrame(quality, columns=QUALITY_COLUMNS)
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write to a temp file and rename, so a crash never leaves a partial file under the final name."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def clean_extract(cfg: PipelineConfig, extract_path: str, as_of: pd.Timestamp) -> CleanResult:
+    started = time.perf_counter()
+    raw = pd.read_parquet(extract_path)
+    history, future, quality = clean_frame(raw, cfg, as_of)
+    if history.empty:
+        reasons = "; ".join(f"{r.series_id}: {r.reason}" for r in quality.head(5).itertuples())
+        raise ValueError(f"no series is usable for forecasting after cleaning {cfg.source.label} ({reasons})")
+    out = Path(extract_path).parent
+    paths = {name: out / f"{name}.parquet" for name in ("history", "future", "quality")}
+    write_parquet_atomic(history, paths["history"])
+    write_parquet_atomic(future, paths["future"])
+    write_parquet_atomic(quality, paths["quality"])
+    return CleanResult(
+        history_path=str(paths["history"]),
+        future_path=str(paths["future"]),
+        quality_path=str(paths["quality"]),
+        series_kept=int((quality["status"] == "ok").sum()),
+        series_skipped=int((quality["status"] == "skipped").sum()),
+        rows=len(history),
+        imputed=int(quality["imputed"].sum()),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+@task
+def clean(cfg: PipelineConfig, extract_path: str, as_of: str) -> CleanResult:
+    return clean_extract(cfg, extract_path, parse_as_of(as_of))

@@ -1,0 +1,249 @@
+"""Pipeline configuration: one TOML file per pipeline, validated once at the boundary.
+
+Every section is a frozen pydantic model that rejects unknown keys and wrong types, so a typo in a
+nightly job's config fails loudly before any data moves, with the file, key and value in the message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy.engine import make_url
+
+from lstm_model.config import ModelConfig, TrainConfig
+
+SOURCE_URL_ENV = "LSTMCAST_SOURCE_URL"
+OUTPUT_URL_ENV = "LSTMCAST_OUTPUT_URL"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_QUALIFIED_TABLE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file, key and value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def check_identifier(value: str, what: str) -> str:
+    """Column names become quoted SQL identifiers; restricting them keeps SQL text out of the config."""
+    if not _IDENTIFIER.match(value):
+        raise ValueError(f"{what} must be a plain column name (letters, digits, underscore), got {value!r}")
+    return value
+
+
+def check_url(value: str, what: str) -> str:
+    try:
+        make_url(value)
+    except Exception as exc:  # sqlalchemy raises ArgumentError; re-raised with the key at fault
+        raise ValueError(f"{what} is not a valid SQLAlchemy URL: {exc}") from None
+    return value
+
+
+class SourceConfig(_Section):
+    url: str = "sqlite:///data/demo.db"
+    table: str | None = None
+    query: str | None = None
+    series_id: str = "series_id"
+    timestamp: str = "ts"
+    target: str = "value"
+    covariates: tuple[str, ...] = ()
+    future_covariates: tuple[str, ...] = ()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_url(v, "source.url")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str | None) -> str | None:
+        if v is not None and not _QUALIFIED_TABLE.match(v):
+            raise ValueError(f"source.table must be a table name, optionally schema-qualified, got {v!r}")
+        return v
+
+    @field_validator("series_id", "timestamp", "target")
+    @classmethod
+    def _column(cls, v: str, info: Any) -> str:
+        return check_identifier(v, f"source.{info.field_name}")
+
+    @field_validator("covariates", "future_covariates")
+    @classmethod
+    def _columns(cls, v: tuple[str, ...], info: Any) -> tuple[str, ...]:
+        for name in v:
+            check_identifier(name, f"source.{info.field_name} entry")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source_and_distinct_columns(self) -> SourceConfig:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("source needs exactly one of 'table' or 'query'")
+        seen: dict[str, str] = {}
+        for role, name in self.column_roles():
+            if name in seen:
+                raise ValueError(f"column {name!r} is used as both {seen[name]} and {role}")
+            seen[name] = role
+        return self
+
+    def column_roles(self) -> list[tuple[str, str]]:
+        roles = [("series_id", self.series_id), ("timestamp", self.timestamp), ("target", self.target)]
+        roles += [("covariates", c) for c in self.covariates]
+        roles += [("future_covariates", c) for c in self.future_covariates]
+        return roles
+
+    @property
+    def label(self) -> str:
+        return f"table {self.table!r}" if self.table else "the source query"
+
+
+class DataConfig(_Section):
+    freq: str
+    season_length: int = Field(ge=1)
+    duplicates: Literal["mean", "sum", "first", "last", "min", "max"] = "mean"
+    impute: Literal["linear", "ffill"] = "linear"
+    max_gap: int = Field(default=24, ge=0)
+    non_negative: bool = False
+    data_dir: str = "data/lstmcast"
+
+    @field_validator("freq")
+    @classmethod
+    def _freq(cls, v: str) -> str:
+        try:
+            pd.tseries.frequencies.to_offset(v)
+        except ValueError:
+            raise ValueError(f"data.freq must be a pandas offset alias such as 'h', 'D' or '15min', got {v!r}") from None
+        return v
+
+
+class ForecastConfig(_Section):
+    horizon: int = Field(ge=1)
+    lookback: int = Field(ge=1)
+    folds: int = Field(default=3, ge=2)
+
+
+class ModelSection(_Section):
+    hidden_size: int = Field(default=64, ge=1)
+    num_layers: int = Field(default=2, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+class TrainingSection(_Section):
+    max_epochs: int = Field(default=30, ge=1)
+    steps_per_epoch: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    patience: int = Field(default=4, ge=1)
+    grad_clip: float = Field(default=1.0, gt=0)
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    time_budget_s: float | None = Field(default=None, gt=0)
+    seed: int = 0
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", v):
+            raise ValueError(f"training.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {v!r}")
+        return v
+
+
+class OutputConfig(_Section):
+    url: str = "sqlite:///data/demo.db"
+    table: str = "forecasts"
+    runs_table: str = "lstmcast_runs"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_url(v, "output.url")
+
+    @field_validator("table", "runs_table")
+    @classmethod
+    def _table(cls, v: str, info: Any) -> str:
+        if not _QUALIFIED_TABLE.match(v):
+            raise ValueError(f"output.{info.field_name} must be a table name, got {v!r}")
+        return v
+
+
+class PipelineConfig(_Section):
+    name: str
+    source: SourceConfig
+    data: DataConfig
+    forecast: ForecastConfig
+    model: ModelSection = ModelSection()
+    training: TrainingSection = TrainingSection()
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.-]+$", v):
+            raise ValueError(f"name must use letters, digits, '_', '-' or '.', got {v!r}")
+        return v
+
+    def model_config_for_lstm(self) -> ModelConfig:
+        return ModelConfig(lookback=self.forecast.lookback, horizon=self.forecast.horizon, **self.model.model_dump())
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**self.training.model_dump())
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data with passwords removed, for logs and the runs table."""
+        data = self.model_dump(mode="json")
+        for section in ("source", "output"):
+            data[section]["url"] = make_url(data[section]["url"]).render_as_string(hide_password=True)
+        return data
+
+
+def _format_validation_error(path: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key '{loc}'")
+        elif err["type"] == "missing":
+            lines.append(f"{path}: missing required key '{loc}'")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            where = f"'{loc}': " if loc else ""
+            got = f" (got {err['input']!r})" if loc and not isinstance(err["input"], dict) else ""
+            lines.append(f"{path}: {where}{msg}{got}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], path: str = "<config>", *, name: str | None = None) -> PipelineConfig:
+    """Validate a config mapping; environment URL overrides apply here so secrets stay out of files."""
+    data = {**data}
+    data.setdefault("name", name or Path(path).stem)
+    for section, env in (("source", SOURCE_URL_ENV), ("output", OUTPUT_URL_ENV)):
+        if os.environ.get(env) and isinstance(data.get(section, {}), dict):
+            data[section] = {**data.get(section, {}), "url": os.environ[env]}
+    for section in ("source", "output"):
+        # TOML arrays arrive as lists; the frozen models hold tuples so configs stay hashable.
+        sec = data.get(section)
+        if isinstance(sec, dict):
+            data[section] = {k: tuple(v) if isinstance(v, list) else v for k, v in sec.items()}
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,60 @@
+"""Database plumbing shared by the I/O stages: engines from URLs, table references, transient-error triage."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+_TRANSIENT_MESSAGES = re.compile(
+    r"database is locked|could not connect|connection refused|server closed the connection|"
+    r"terminating connection|connection reset|timeout expired|timed out|connection is closed|"
+    r"the database system is (starting up|shutting down)|too many connections",
+    re.IGNORECASE,
+)
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite files get their parent directory created so the demo runs anywhere."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+def safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def split_table(name: str) -> tuple[str | None, str]:
+    schema, _, table = name.rpartition(".")
+    return (schema or None), table
+
+
+def reflect_table(engine: Engine, name: str) -> sa.Table:
+    """Reflect `name`; a missing table is reported with the database it was looked for in."""
+    schema, table = split_table(name)
+    if not sa.inspect(engine).has_table(table, schema=schema):
+        raise LookupError(f"table {name!r} does not exist in {safe_url(str(engine.url))}")
+    return sa.Table(table, sa.MetaData(), schema=schema, autoload_with=engine)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors a retry can fix (lost connection, lock, timeout); False for bad SQL, tables or data."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return bool(_TRANSIENT_MESSAGES.search(str(exc.orig)))
+    if isinstance(exc, sa.exc.TimeoutError):  # connection pool exhausted
+        return True
+    return False
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Prefect `retry_condition_fn`: only transient database errors go to the retry policy."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, BaseException) and is_transient(exc)

@@ -1,0 +1,128 @@
+"""Shared fixtures: one Prefect test server per session, real SQLite databases built from slices of real data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from lstmcast.demo import sales_frame, sensor_frame  # noqa: E402
+from tasks.config import PipelineConfig, parse_config  # noqa: E402
+
+PG_URL = os.environ.get("LSTMCAST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server():
+    """A temporary Prefect server for the whole session: task wrappers and flows report to it."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_source_env(monkeypatch):
+    monkeypatch.delenv("LSTMCAST_SOURCE_URL", raising=False)
+    monkeypatch.delenv("LSTMCAST_OUTPUT_URL", raising=False)
+
+
+def sensor_slice(hours: int = 400, sensors: tuple[str, ...] = ("OT", "HUFL", "HULL")) -> pd.DataFrame:
+    """The first `hours` of a few ETTh1 sensors (CC BY-ND 4.0, Zhou et al. 2021), long format."""
+    frame = sensor_frame()
+    frame = frame[frame["series_id"].isin(sensors)]
+    return frame.groupby("series_id").head(hours).reset_index(drop=True)
+
+
+def sales_slice(days: int = 200, products: tuple[str, ...] = ("B1_1", "B1_2", "B2_1", "B3_1")) -> pd.DataFrame:
+    """The first `days` of a few pasta products (Mancuso et al. 2021), long format with promotion flags."""
+    frame = sales_frame()
+    frame = frame[frame["product"].isin(products)]
+    return frame.groupby("product").head(days).reset_index(drop=True)
+
+
+def write_table(url: str, table: str, frame: pd.DataFrame) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        frame.to_sql(table, conn, if_exists="replace", index=False)
+    engine.dispose()
+
+
+TINY_MODEL = {"hidden_size": 8, "num_layers": 2, "dropout": 0.1}
+TINY_TRAINING = {"max_epochs": 2, "steps_per_epoch": 3, "batch_size": 16, "patience": 2, "seed": 0, "device": "cpu"}
+
+
+def sensor_config_dict(url: str, data_dir: Path, **overrides) -> dict:
+    cfg = {
+        "name": "sensors",
+        "source": {"url": url, "table": "readings", "series_id": "series_id", "timestamp": "ts", "target": "value"},
+        "data": {"freq": "h", "season_length": 24, "max_gap": 6, "data_dir": str(data_dir)},
+        "forecast": {"horizon": 12, "lookback": 24, "folds": 2},
+        "model": dict(TINY_MODEL),
+        "training": dict(TINY_TRAINING),
+        "output": {"url": url, "table": "forecasts"},
+    }
+    for section, values in overrides.items():
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
+    return cfg
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'lstmcast.db'}"
+
+
+@pytest.fixture
+def sensor_db(sqlite_url: str) -> str:
+    write_table(sqlite_url, "readings", sensor_slice())
+    return sqlite_url
+
+
+@pytest.fixture
+def sensor_cfg(sensor_db: str, tmp_path: Path) -> Callable[..., PipelineConfig]:
+    def make(**overrides) -> PipelineConfig:
+        return parse_config(sensor_config_dict(sensor_db, tmp_path / "work", **overrides))
+
+    return make
+
+
+@pytest.fixture
+def sales_cfg(sqlite_url: str, tmp_path: Path) -> PipelineConfig:
+    write_table(sqlite_url, "sales", sales_slice())
+    return parse_config({
+        "name": "sales",
+        "source": {"url": sqlite_url, "table": "sales", "series_id": "product", "timestamp": "day", "target": "qty",
+                   "future_covariates": ["promo"]},
+        "data": {"freq": "D", "season_length": 7, "max_gap": 7, "non_negative": True, "duplicates": "sum",
+                 "data_dir": str(tmp_path / "work")},
+        "forecast": {"horizon": 14, "lookback": 28, "folds": 2},
+        "model": dict(TINY_MODEL),
+        "training": dict(TINY_TRAINING),
+        "output": {"url": sqlite_url, "table": "forecasts"},
+    })  # fmt: skip
+
+
+def postgres_available() -> str | None:
+    """None when the PostgreSQL test server answers, else the reason it cannot be used."""
+    try:
+        engine = sa.create_engine(PG_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # any failure to connect means: skip the PostgreSQL tests, saying why
+        return f"PostgreSQL test server not reachable at {PG_URL}: {type(exc).__name__}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    reason = postgres_available()
+    if reason:
+        pytest.skip(reason)
+    return PG_URL

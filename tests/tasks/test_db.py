@@ -1,0 +1,34 @@
+import sqlite3
+
+import pytest
+import sqlalchemy as sa
+
+from tasks.db import create_engine, is_transient, reflect_table
+
+
+def op_error(message: str) -> sa.exc.OperationalError:
+    return sa.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError(message))
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (op_error("database is locked"), True),
+        (op_error('connection to server at "127.0.0.1", port 5432 failed: Connection refused'), True),
+        (op_error("terminating connection due to administrator command"), True),
+        (ConnectionResetError("peer reset"), True),
+        (TimeoutError(), True),
+        (op_error("no such table: readings"), False),
+        (sa.exc.ProgrammingError("SELECT", {}, Exception('column "x" does not exist')), False),
+        (ValueError("bad data"), False),
+    ],
+)
+def test_transient_errors_are_told_apart_from_permanent_ones(exc, expected):
+    assert is_transient(exc) is expected
+
+
+def test_missing_table_names_table_and_database(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'sub' / 'x.db'}")
+    with pytest.raises(LookupError, match=r"table 'readings' does not exist in sqlite:///.*x.db"):
+        reflect_table(engine, "readings")
+    assert (tmp_path / "sub").is_dir()
