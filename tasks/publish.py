@@ -19,6 +19,7 @@ from prefect.tasks import exponential_backoff
 
 from tasks.config import PipelineConfig
 from tasks.db import create_engine, retry_if_transient, split_table
+from tasks.extract import parse_as_of
 
 INSERT_BATCH = 10_000
 
@@ -92,7 +93,7 @@ def _check_existing(conn: sa.Connection, table: sa.Table) -> None:
 
 
 def utc(ts: pd.Timestamp | str) -> datetime:
-    return pd.Timestamp(ts).tz_convert("UTC").to_pydatetime()
+    return parse_as_of(ts).to_pydatetime()
 
 
 def write_forecasts(

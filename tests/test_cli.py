@@ -1,0 +1,47 @@
+import sqlalchemy as sa
+import tomli_w
+from typer.testing import CliRunner
+
+from lstmcast.cli import app
+from lstmcast.demo import DEMO_RUNS, build_demo_db, demo_file
+from tasks.config import load_config
+from tests.conftest import sensor_config_dict
+
+runner = CliRunner()
+
+
+def test_help_documents_every_command():
+    out = runner.invoke(app, ["--help"])
+    assert out.exit_code == 0
+    for command in ("run", "demo"):
+        assert command in out.output
+    run_help = runner.invoke(app, ["run", "--help"]).output
+    assert "--config" in run_help and "--as-of" in run_help
+
+
+def test_run_command_prints_backtest_summary(sensor_db, tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_bytes(tomli_w.dumps(sensor_config_dict(sensor_db, tmp_path / "work")).encode())
+    out = runner.invoke(app, ["run", "--config", str(path), "--as-of", "2016-07-15"])
+    assert out.exit_code == 0, out.output
+    for model in ("lstm", "seasonal_naive", "naive"):
+        assert model in out.output
+    assert "published 36 rows (3 series, 0 skipped)" in out.output
+
+
+def test_run_command_rejects_missing_config(tmp_path):
+    out = runner.invoke(app, ["run", "--config", str(tmp_path / "none.toml")])
+    assert out.exit_code != 0
+
+
+def test_demo_configs_are_valid_and_the_demo_database_holds_the_real_data(tmp_path):
+    for name, _ in DEMO_RUNS:
+        assert load_config(demo_file(name)).name in {"sensors", "sales"}
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    counts = build_demo_db(url)
+    assert counts == {"sensor_readings": 7 * 17420, "pasta_sales": 118 * 1798}
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        series = conn.execute(sa.text("select count(distinct product) from pasta_sales")).scalar_one()
+    engine.dispose()
+    assert series == 118
