@@ -29,14 +29,24 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> dict[str, An
     backtest = validate(cfg, cleaned.history_path)
     trained = train(cfg, cleaned.history_path)
     forecasts = forecast(cfg, trained.checkpoint_path, cleaned.history_path, cleaned.future_path)
-    stages = {"extract": extracted, "clean": cleaned, "validate": backtest, "train": trained, "forecast": forecasts}
+    stages = {
+        "extract": extracted,
+        "clean": cleaned,
+        "validate": backtest,
+        "train": trained,
+        "forecast": forecasts,
+    }
     run = build_run_record(
         cfg,
         run_id=str(flow_run.id),
         as_of=as_of_iso,
         started_at=started_at,
         model_version=trained.model_version,
-        metrics={"backtest": backtest.summary, "folds": backtest.folds, "best_val_loss": trained.best_val_loss},
+        metrics={
+            "backtest": backtest.summary,
+            "folds": backtest.folds,
+            "best_val_loss": trained.best_val_loss,
+        },
         timings=run_timings(stages),
         counts={name: dataclasses.asdict(result) for name, result in stages.items()},
     )

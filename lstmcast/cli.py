@@ -22,7 +22,9 @@ console = Console()
 
 
 def _print_summary(result: dict[str, Any]) -> None:
-    table = Table(title=f"{result['pipeline']}: backtest, mean over series and folds (as_of {result['as_of']})")
+    table = Table(
+        title=f"{result['pipeline']}: backtest, mean over series and folds (as_of {result['as_of']})"
+    )
     for col in ("model", "MAE", "RMSE", "sMAPE %", "MASE"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for model, m in result["backtest"].items():
@@ -30,16 +32,20 @@ def _print_summary(result: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         f"published {result['rows_published']} rows ({result['series_forecast']} series, "
-        f"{result['series_skipped']} skipped) to '{result['output_table']}' as model {result['model_version']}; "
+        f"{result['series_skipped']} skipped) to '{result['output_table']}' "
+        f"as model {result['model_version']}; "
         f"stage seconds: {result['timings']}"
     )
 
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline TOML file.", exists=True, dir_okay=False)],
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Pipeline TOML file.", exists=True, dir_okay=False)
+    ],
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Forecast from this timestamp (default: the source's last one).")
+        str | None,
+        typer.Option("--as-of", help="Forecast from this timestamp (default: the source's last one)."),
     ] = None,
 ) -> None:
     """Run the nightly forecast flow once for one pipeline config."""

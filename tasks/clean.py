@@ -52,7 +52,9 @@ def impute(values: pd.Series, method: str, max_gap: int) -> pd.Series:
     if not missing.any() or max_gap == 0:
         return values
     fillable = missing & (_gap_lengths(missing) <= max_gap)
-    filled = values.interpolate(method="linear", limit_area="inside") if method == "linear" else values.ffill()
+    filled = (
+        values.interpolate(method="linear", limit_area="inside") if method == "linear" else values.ffill()
+    )
     return values.where(~fillable, filled)
 
 
@@ -151,9 +153,17 @@ def clean_frame(
         quality.append(q)
 
     columns = ["series_id", "ts", *numeric]
-    history = pd.concat(history_parts, ignore_index=True)[columns] if history_parts else pd.DataFrame(columns=columns)
+    history = (
+        pd.concat(history_parts, ignore_index=True)[columns]
+        if history_parts
+        else pd.DataFrame(columns=columns)
+    )
     fut_cols = ["series_id", "ts", *future]
-    fut_frame = pd.concat(future_parts, ignore_index=True)[fut_cols] if future_parts else pd.DataFrame(columns=fut_cols)
+    fut_frame = (
+        pd.concat(future_parts, ignore_index=True)[fut_cols]
+        if future_parts
+        else pd.DataFrame(columns=fut_cols)
+    )
     return history, fut_frame, pd.DataFrame(quality, columns=QUALITY_COLUMNS)
 
 

@@ -119,7 +119,9 @@ class DataConfig(_Section):
         try:
             pd.tseries.frequencies.to_offset(v)
         except ValueError:
-            raise ValueError(f"data.freq must be a pandas offset alias such as 'h', 'D' or '15min', got {v!r}") from None
+            raise ValueError(
+                f"data.freq must be a pandas offset alias such as 'h', 'D' or '15min', got {v!r}"
+            ) from None
         return v
 
 
@@ -191,7 +193,9 @@ class PipelineConfig(_Section):
         return v
 
     def model_config_for_lstm(self) -> ModelConfig:
-        return ModelConfig(lookback=self.forecast.lookback, horizon=self.forecast.horizon, **self.model.model_dump())
+        return ModelConfig(
+            lookback=self.forecast.lookback, horizon=self.forecast.horizon, **self.model.model_dump()
+        )
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(**self.training.model_dump())

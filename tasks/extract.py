@@ -47,7 +47,9 @@ def parse_as_of(value: str | pd.Timestamp) -> pd.Timestamp:
     try:
         ts = pd.Timestamp(value)
     except ValueError:
-        raise ValueError(f"as_of {value!r} is not a timestamp (expected e.g. 2018-06-26 or 2018-06-26T19:00)") from None
+        raise ValueError(
+            f"as_of {value!r} is not a timestamp (expected e.g. 2018-06-26 or 2018-06-26T19:00)"
+        ) from None
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
@@ -64,12 +66,15 @@ def _source_selectable(engine: sa.Engine, src: SourceConfig) -> sa.FromClause:
                 )
         return table
     with engine.connect() as conn:
-        probe = conn.execute(sa.select(sa.text("*")).select_from(sa.text(f"({src.query}) AS lstmcast_probe")).limit(0))
+        probe = conn.execute(
+            sa.select(sa.text("*")).select_from(sa.text(f"({src.query}) AS lstmcast_probe")).limit(0)
+        )
         present = list(probe.keys())
     for role, name in src.column_roles():
         if name not in present:
             raise LookupError(
-                f"the source query returns no column {name!r} (configured as source.{role}); it returns {present}"
+                f"the source query returns no column {name!r} (configured as source.{role}); "
+                f"it returns {present}"
             )
     return sa.text(src.query).columns(*(sa.column(n) for n in wanted)).subquery("lstmcast_source")
 
@@ -79,7 +84,8 @@ def _parse_timestamps(values: pd.Series, src: SourceConfig) -> pd.Series:
     bad = parsed.isna() & values.notna()
     if bad.any():
         raise ValueError(
-            f"{src.label}: column {src.timestamp!r} has a value that is not a timestamp: {values[bad].iloc[0]!r}"
+            f"{src.label}: column {src.timestamp!r} has a value that is not a timestamp: "
+            f"{values[bad].iloc[0]!r}"
         )
     return parsed
 
@@ -107,7 +113,9 @@ def _schema(src: SourceConfig) -> pa.Schema:
     )
 
 
-def extract_to_parquet(cfg: PipelineConfig, as_of: pd.Timestamp, *, chunk_rows: int = CHUNK_ROWS) -> ExtractResult:
+def extract_to_parquet(
+    cfg: PipelineConfig, as_of: pd.Timestamp, *, chunk_rows: int = CHUNK_ROWS
+) -> ExtractResult:
     """Copy the source rows known at `as_of` (plus future covariates for the horizon) to one Parquet file."""
     started = time.perf_counter()
     src = cfg.source
@@ -130,7 +138,7 @@ def extract_to_parquet(cfg: PipelineConfig, as_of: pd.Timestamp, *, chunk_rows: 
         source = _source_selectable(engine, src)
         stmt = sa.select(*(source.c[name] for _, name in src.column_roles()))
         if engine.dialect.name != "sqlite":
-            # Native timestamp columns can be filtered in the database; SQLite stores text, filtered after parsing.
+            # Native timestamp columns are filtered in the database; SQLite's text is filtered after parsing.
             stmt = stmt.where(source.c[src.timestamp] <= upper.to_pydatetime())
         with engine.connect() as conn, pq.ParquetWriter(tmp, schema) as writer:
             result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(stmt)
@@ -181,12 +189,22 @@ def extract_to_parquet(cfg: PipelineConfig, as_of: pd.Timestamp, *, chunk_rows: 
     )
 
 
-@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=retry_if_transient)
+@task(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_if_transient,
+)
 def resolve_as_of(cfg: PipelineConfig, as_of: str | None) -> str:
     """The run's as-of timestamp in UTC ISO format: the given one, or the source's last timestamp."""
-    return (parse_as_of(as_of) if as_of is not None else last_timestamp(cfg.source.url, cfg.source)).isoformat()
+    return (
+        parse_as_of(as_of) if as_of is not None else last_timestamp(cfg.source.url, cfg.source)
+    ).isoformat()
 
 
-@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=retry_if_transient)
+@task(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_if_transient,
+)
 def extract(cfg: PipelineConfig, as_of: str) -> ExtractResult:
     return extract_to_parquet(cfg, parse_as_of(as_of))

@@ -25,7 +25,9 @@ class ForecastResult:
     seconds: float
 
 
-def future_arrays(cfg: PipelineConfig, future_path: str, series_ids: tuple[str, ...]) -> list[np.ndarray] | None:
+def future_arrays(
+    cfg: PipelineConfig, future_path: str, series_ids: tuple[str, ...]
+) -> list[np.ndarray] | None:
     """Known-in-advance covariates for the horizon, one (horizon, F) array per series in panel order."""
     names = list(cfg.source.future_covariates)
     if not names:
@@ -38,7 +40,9 @@ def future_arrays(cfg: PipelineConfig, future_path: str, series_ids: tuple[str, 
     return [groups[sid] for sid in series_ids]
 
 
-def make_forecast(cfg: PipelineConfig, checkpoint_path: str, history_path: str, future_path: str) -> ForecastResult:
+def make_forecast(
+    cfg: PipelineConfig, checkpoint_path: str, history_path: str, future_path: str
+) -> ForecastResult:
     started = time.perf_counter()
     model = load_checkpoint(checkpoint_path)
     panel = load_panel(cfg, history_path)
@@ -52,21 +56,28 @@ def make_forecast(cfg: PipelineConfig, checkpoint_path: str, history_path: str, 
     offset = pd.tseries.frequencies.to_offset(cfg.data.freq)
     horizon = cfg.forecast.horizon
     frames = [
-        pd.DataFrame({
-            "series_id": sid,
-            "ts": pd.date_range(last[sid] + offset, periods=horizon, freq=cfg.data.freq),
-            "yhat": yhat[i],
-        })
+        pd.DataFrame(
+            {
+                "series_id": sid,
+                "ts": pd.date_range(last[sid] + offset, periods=horizon, freq=cfg.data.freq),
+                "yhat": yhat[i],
+            }
+        )
         for i, sid in enumerate(panel.series_ids)
     ]
     frame = pd.concat(frames, ignore_index=True)
     path = Path(history_path).with_name("forecast.parquet")
     write_parquet_atomic(frame, path)
     return ForecastResult(
-        path=str(path), series=len(panel.series_ids), rows=len(frame), seconds=round(time.perf_counter() - started, 3)
+        path=str(path),
+        series=len(panel.series_ids),
+        rows=len(frame),
+        seconds=round(time.perf_counter() - started, 3),
     )
 
 
 @task
-def forecast(cfg: PipelineConfig, checkpoint_path: str, history_path: str, future_path: str) -> ForecastResult:
+def forecast(
+    cfg: PipelineConfig, checkpoint_path: str, history_path: str, future_path: str
+) -> ForecastResult:
     return make_forecast(cfg, checkpoint_path, history_path, future_path)

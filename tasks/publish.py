@@ -106,8 +106,14 @@ def write_forecasts(
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = [
         {
-            "pipeline": run.pipeline, "series_id": sid, "as_of": as_of, "ts": ts.to_pydatetime(),
-            "yhat": float(y), "model_version": run.model_version, "run_id": run.run_id, "created_at": now,
+            "pipeline": run.pipeline,
+            "series_id": sid,
+            "as_of": as_of,
+            "ts": ts.to_pydatetime(),
+            "yhat": float(y),
+            "model_version": run.model_version,
+            "run_id": run.run_id,
+            "created_at": now,
         }  # fmt: skip
         for sid, ts, y in zip(forecasts["series_id"], forecasts["ts"], forecasts["yhat"], strict=True)
     ]
@@ -126,16 +132,25 @@ def write_forecasts(
             conn.execute(
                 sa.insert(run_table),
                 {
-                    "run_id": run.run_id, "pipeline": run.pipeline, "as_of": as_of,
-                    "started_at": utc(run.started_at), "finished_at": now, "model_version": run.model_version,
-                    "config": run.config_json, "metrics": run.metrics_json, "timings": run.timings_json,
+                    "run_id": run.run_id,
+                    "pipeline": run.pipeline,
+                    "as_of": as_of,
+                    "started_at": utc(run.started_at),
+                    "finished_at": now,
+                    "model_version": run.model_version,
+                    "config": run.config_json,
+                    "metrics": run.metrics_json,
+                    "timings": run.timings_json,
                     "counts": run.counts_json,
                 },  # fmt: skip
             )
     finally:
         engine.dispose()
     return PublishResult(
-        table=table_name, rows=len(rows), replaced=int(replaced), seconds=round(time.perf_counter() - started, 3)
+        table=table_name,
+        rows=len(rows),
+        replaced=int(replaced),
+        seconds=round(time.perf_counter() - started, 3),
     )
 
 
@@ -163,6 +178,10 @@ def publish_forecasts(cfg: PipelineConfig, forecast_path: str, run: RunRecord) -
     return write_forecasts(cfg.output.url, cfg.output.table, cfg.output.runs_table, forecasts, run)
 
 
-@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=retry_if_transient)
+@task(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_if_transient,
+)
 def publish(cfg: PipelineConfig, forecast_path: str, run: RunRecord) -> PublishResult:
     return publish_forecasts(cfg, forecast_path, run)

@@ -1,4 +1,4 @@
-"""Shared fixtures: one Prefect test server per session, real SQLite databases built from slices of real data."""
+"""Shared fixtures: one Prefect test server per session, real SQLite databases from slices of real data."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def sensor_slice(hours: int = 400, sensors: tuple[str, ...] = ("OT", "HUFL", "HU
     return frame.groupby("series_id").head(hours).reset_index(drop=True)
 
 
-def sales_slice(days: int = 200, products: tuple[str, ...] = ("B1_1", "B1_2", "B2_1", "B3_1")) -> pd.DataFrame:
+def sales_slice(
+    days: int = 200, products: tuple[str, ...] = ("B1_1", "B1_2", "B2_1", "B3_1")
+) -> pd.DataFrame:
     """The first `days` of a few pasta products (Mancuso et al. 2021), long format with promotion flags."""
     frame = sales_frame()
     frame = frame[frame["product"].isin(products)]
@@ -55,13 +57,26 @@ def write_table(url: str, table: str, frame: pd.DataFrame) -> None:
 
 
 TINY_MODEL = {"hidden_size": 8, "num_layers": 2, "dropout": 0.1}
-TINY_TRAINING = {"max_epochs": 2, "steps_per_epoch": 3, "batch_size": 16, "patience": 2, "seed": 0, "device": "cpu"}
+TINY_TRAINING = {
+    "max_epochs": 2,
+    "steps_per_epoch": 3,
+    "batch_size": 16,
+    "patience": 2,
+    "seed": 0,
+    "device": "cpu",
+}
 
 
 def sensor_config_dict(url: str, data_dir: Path, **overrides) -> dict:
     cfg = {
         "name": "sensors",
-        "source": {"url": url, "table": "readings", "series_id": "series_id", "timestamp": "ts", "target": "value"},
+        "source": {
+            "url": url,
+            "table": "readings",
+            "series_id": "series_id",
+            "timestamp": "ts",
+            "target": "value",
+        },
         "data": {"freq": "h", "season_length": 24, "max_gap": 6, "data_dir": str(data_dir)},
         "forecast": {"horizon": 12, "lookback": 24, "folds": 2},
         "model": dict(TINY_MODEL),
@@ -97,8 +112,8 @@ def sales_cfg(sqlite_url: str, tmp_path: Path) -> PipelineConfig:
     write_table(sqlite_url, "sales", sales_slice())
     return parse_config({
         "name": "sales",
-        "source": {"url": sqlite_url, "table": "sales", "series_id": "product", "timestamp": "day", "target": "qty",
-                   "future_covariates": ["promo"]},
+        "source": {"url": sqlite_url, "table": "sales", "series_id": "product", "timestamp": "day",
+                   "target": "qty", "future_covariates": ["promo"]},
         "data": {"freq": "D", "season_length": 7, "max_gap": 7, "non_negative": True, "duplicates": "sum",
                  "data_dir": str(tmp_path / "work")},
         "forecast": {"horizon": 14, "lookback": 28, "folds": 2},

@@ -29,10 +29,18 @@ def sensor_frame() -> pd.DataFrame:
 def sales_frame() -> pd.DataFrame:
     """pasta_sales in long format: one series per product with its promotion flag."""
     wide = pd.read_csv(demo_file("data/pasta_sales.csv"))
-    qty = wide.melt(id_vars="DATE", value_vars=[c for c in wide if c.startswith("QTY_")], var_name="product",
-                    value_name="qty")
-    promo = wide.melt(id_vars="DATE", value_vars=[c for c in wide if c.startswith("PROMO_")], var_name="product",
-                      value_name="promo")
+    qty = wide.melt(
+        id_vars="DATE",
+        value_vars=[c for c in wide if c.startswith("QTY_")],
+        var_name="product",
+        value_name="qty",
+    )
+    promo = wide.melt(
+        id_vars="DATE",
+        value_vars=[c for c in wide if c.startswith("PROMO_")],
+        var_name="product",
+        value_name="promo",
+    )
     qty["product"] = qty["product"].str.removeprefix("QTY_")
     promo["product"] = promo["product"].str.removeprefix("PROMO_")
     long = qty.merge(promo, on=["DATE", "product"], how="left").rename(columns={"DATE": "day"})

@@ -80,7 +80,9 @@ def test_transient_publish_failure_is_retried_and_the_flow_completes(config_path
     def flaky(*args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
-            raise sa.exc.OperationalError("INSERT INTO forecasts", {}, sqlite3.OperationalError("database is locked"))
+            raise sa.exc.OperationalError(
+                "INSERT INTO forecasts", {}, sqlite3.OperationalError("database is locked")
+            )
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tasks.publish, "write_forecasts", flaky)
@@ -96,11 +98,15 @@ def test_permanent_failure_is_not_retried_and_nothing_is_published(config_path, 
 
     def broken(*args, **kwargs):
         calls.append(1)
-        raise sa.exc.OperationalError("INSERT INTO forecasts", {}, sqlite3.OperationalError("no such column: yhat"))
+        raise sa.exc.OperationalError(
+            "INSERT INTO forecasts", {}, sqlite3.OperationalError("no such column: yhat")
+        )
 
     monkeypatch.setattr(tasks.publish, "write_forecasts", broken)
     state = nightly_forecast(config_path, "2016-07-15 00:00", return_state=True)
     assert state.is_failed()
     assert len(calls) == 1
-    assert "no such column: yhat" in state.message or "no such column" in str(state.result(raise_on_failure=False))
+    assert "no such column: yhat" in state.message or "no such column" in str(
+        state.result(raise_on_failure=False)
+    )
     assert not sa.inspect(sa.create_engine(sensor_db)).has_table("forecasts")

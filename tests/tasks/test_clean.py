@@ -52,13 +52,18 @@ def test_stale_and_empty_series_are_skipped_with_reasons(sensor_cfg):
     history, _, quality = clean_frame(pd.concat([ok, stale, empty]), cfg, parse_as_of("2020-01-01 23:00"))
     q = quality.set_index("series_id")
     assert set(history["series_id"]) == {"ok"}
-    assert q.loc["stale", "reason"] == "last value at 2020-01-01T09:00:00+00:00 is 14 steps before as_of (max_gap 3)"
+    assert (
+        q.loc["stale", "reason"]
+        == "last value at 2020-01-01T09:00:00+00:00 is 14 steps before as_of (max_gap 3)"
+    )
     assert q.loc["empty", "reason"] == "no values in the target column"
 
 
 def test_late_newest_readings_are_carried_to_as_of(sensor_cfg):
     cfg = sensor_cfg(forecast={"lookback": 4, "horizon": 2}, data={"max_gap": 3})
-    history, _, quality = clean_frame(hourly("a", "2020-01-01", np.arange(10.0)), cfg, parse_as_of("2020-01-01 11:00"))
+    history, _, quality = clean_frame(
+        hourly("a", "2020-01-01", np.arange(10.0)), cfg, parse_as_of("2020-01-01 11:00")
+    )
     assert history["ts"].iloc[-1] == pd.Timestamp("2020-01-01 11:00", tz="UTC")
     assert history["value"].iloc[-3:].tolist() == [9.0, 9.0, 9.0]
 
@@ -90,5 +95,7 @@ def test_sales_future_covariates_cover_the_horizon(sales_cfg):
 def test_nothing_usable_is_an_error_naming_reasons(sensor_cfg):
     cfg = sensor_cfg(forecast={"lookback": 300, "horizon": 200})
     extracted = extract_to_parquet(cfg, parse_as_of("2016-07-10"))
-    with pytest.raises(ValueError, match=r"no series is usable for forecasting after cleaning table 'readings' \(HUFL: "):
+    with pytest.raises(
+        ValueError, match=r"no series is usable for forecasting after cleaning table 'readings' \(HUFL: "
+    ):
         clean.fn(cfg, extracted.path, "2016-07-10")

@@ -53,7 +53,9 @@ def test_unknown_key_is_named(tmp_path):
 
 def test_wrong_type_names_key_and_value(tmp_path):
     path = write(tmp_path, BASE.replace("horizon = 48", 'horizon = "48"'))
-    with pytest.raises(ConfigError, match=r"'forecast.horizon': Input should be a valid integer \(got '48'\)"):
+    with pytest.raises(
+        ConfigError, match=r"'forecast.horizon': Input should be a valid integer \(got '48'\)"
+    ):
         load_config(path)
 
 
@@ -71,7 +73,9 @@ def test_table_and_query_are_exclusive(tmp_path):
 
 def test_column_names_cannot_carry_sql(tmp_path):
     path = write(tmp_path, BASE.replace('target = "value"', 'target = "value; drop table x"'))
-    with pytest.raises(ConfigError, match=r"source.target must be a plain column name .* got 'value; drop table x'"):
+    with pytest.raises(
+        ConfigError, match=r"source.target must be a plain column name .* got 'value; drop table x'"
+    ):
         load_config(path)
 
 
@@ -88,14 +92,19 @@ def test_bad_frequency(tmp_path):
 
 
 def test_bad_url(tmp_path):
-    path = write(tmp_path, BASE.replace('url = "sqlite:///data/demo.db"\ntable = "readings"', 'url = "nonsense"\ntable = "r"'))
+    path = write(
+        tmp_path,
+        BASE.replace('url = "sqlite:///data/demo.db"\ntable = "readings"', 'url = "nonsense"\ntable = "r"'),
+    )
     with pytest.raises(ConfigError, match="source.url is not a valid SQLAlchemy URL"):
         load_config(path)
 
 
 def test_out_of_range_value(tmp_path):
     path = write(tmp_path, BASE.replace("lookback = 168", "lookback = 0"))
-    with pytest.raises(ConfigError, match=r"'forecast.lookback': Input should be greater than or equal to 1 \(got 0\)"):
+    with pytest.raises(
+        ConfigError, match=r"'forecast.lookback': Input should be greater than or equal to 1 \(got 0\)"
+    ):
         load_config(path)
 
 

@@ -65,7 +65,9 @@ def test_missing_column_names_table_column_and_role(sensor_cfg):
 
 def test_missing_column_in_query(sensor_cfg):
     cfg = sensor_cfg(source={"table": None, "query": "select series_id, ts from readings"})
-    with pytest.raises(LookupError, match=r"the source query returns no column 'value' \(configured as source.target\)"):
+    with pytest.raises(
+        LookupError, match=r"the source query returns no column 'value' \(configured as source.target\)"
+    ):
         extract_to_parquet(cfg, parse_as_of("2016-07-03"))
 
 
@@ -73,7 +75,10 @@ def test_unparseable_timestamp_is_named(sensor_cfg, sensor_db):
     frame = sensor_slice()
     frame.loc[5, "ts"] = "yesterday-ish"
     write_table(sensor_db, "readings", frame)
-    with pytest.raises(ValueError, match=r"table 'readings': column 'ts' has a value that is not a timestamp: 'yesterday-ish'"):
+    with pytest.raises(
+        ValueError,
+        match=r"table 'readings': column 'ts' has a value that is not a timestamp: 'yesterday-ish'",
+    ):
         extract_to_parquet(sensor_cfg(), parse_as_of("2016-07-03"))
 
 
@@ -87,7 +92,9 @@ def test_text_in_value_column(sensor_cfg, sensor_db, tmp_path):
 
     frame["value"] = "high"
     write_table(sensor_db, "readings", frame)
-    with pytest.raises(TypeError, match=r"table 'readings': column 'value' holds no numeric values \(first value: 'high'\)"):
+    with pytest.raises(
+        TypeError, match=r"table 'readings': column 'value' holds no numeric values \(first value: 'high'\)"
+    ):
         extract_to_parquet(sensor_cfg(), parse_as_of("2016-07-03"))
     # the failed extract left no temp file behind and kept the earlier good file
     out = next((tmp_path / "work").rglob("extract.parquet")).parent
@@ -95,7 +102,9 @@ def test_text_in_value_column(sensor_cfg, sensor_db, tmp_path):
 
 
 def test_empty_source_up_to_as_of(sensor_cfg):
-    with pytest.raises(ValueError, match=r"table 'readings' has no rows with 'ts' <= 2001-01-01T00:00:00\+00:00"):
+    with pytest.raises(
+        ValueError, match=r"table 'readings' has no rows with 'ts' <= 2001-01-01T00:00:00\+00:00"
+    ):
         extract_to_parquet(sensor_cfg(), parse_as_of("2001-01-01"))
 
 

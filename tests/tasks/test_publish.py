@@ -11,11 +11,13 @@ from tasks.publish import build_run_record, forecast_table, publish, write_forec
 def forecasts(series=("a", "b"), horizon=3, as_of="2020-01-01 00:00", level=1.0) -> pd.DataFrame:
     start = pd.Timestamp(as_of, tz="UTC")
     return pd.concat(
-        pd.DataFrame({
-            "series_id": sid,
-            "ts": pd.date_range(start + pd.Timedelta(hours=1), periods=horizon, freq="h"),
-            "yhat": level + i + pd.RangeIndex(horizon) / 10,
-        })
+        pd.DataFrame(
+            {
+                "series_id": sid,
+                "ts": pd.date_range(start + pd.Timedelta(hours=1), periods=horizon, freq="h"),
+                "yhat": level + i + pd.RangeIndex(horizon) / 10,
+            }
+        )
         for i, sid in enumerate(series)
     )
 
@@ -86,7 +88,9 @@ def test_existing_table_without_required_columns(sensor_cfg, sqlite_url):
     with engine.begin() as conn:
         conn.execute(sa.text("create table forecasts (series_id text, ts text, yhat real)"))
     engine.dispose()
-    with pytest.raises(LookupError, match=r"output table 'forecasts' exists but lacks columns \['pipeline', 'as_of', "):
+    with pytest.raises(
+        LookupError, match=r"output table 'forecasts' exists but lacks columns \['pipeline', 'as_of', "
+    ):
         write_forecasts(sqlite_url, "forecasts", "lstmcast_runs", forecasts(), record(sensor_cfg()))
 
 

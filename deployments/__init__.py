@@ -1,0 +1,1 @@
+"""Schedules and parameters for running the flows unattended."""

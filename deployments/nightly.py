@@ -1,0 +1,23 @@
+"""The nightly deployment: the forecast flow on a cron schedule in a chosen time zone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect.schedules import Cron
+
+from flows.nightly import nightly_forecast
+
+NIGHTLY_CRON = "30 2 * * *"  # 02:30, after the usual midnight loads have landed
+
+
+def nightly_deployment(
+    config_path: str, cron: str = NIGHTLY_CRON, timezone: str = "UTC", name: str | None = None
+):
+    """A deployment of `nightly_forecast` for one pipeline config; serve it with `prefect.serve(...)`."""
+    return nightly_forecast.to_deployment(
+        name=name or f"nightly-{Path(config_path).stem}",
+        schedules=[Cron(cron, timezone=timezone)],
+        parameters={"config_path": str(config_path), "as_of": None},
+        tags=["lstmcast", "nightly"],
+    )

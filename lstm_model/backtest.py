@@ -1,0 +1,113 @@
+"""Rolling-origin backtest of the LSTM against naive baselines.
+
+Every fold refits from scratch on data before its cutoff (scaler included, inside `fit`), so no
+statistic or weight has seen the test period; all models are scored on the same series and steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import TimeSeriesSplit
+
+from lstm_model.baselines import naive, seasonal_naive
+from lstm_model.config import ModelConfig, TrainConfig
+from lstm_model.metrics import mae, mase, rmse, smape
+from lstm_model.panel import Panel
+from lstm_model.train import fit, predict
+
+MODELS = ("lstm", "seasonal_naive", "naive")
+COLUMNS = ("fold", "cutoff", "series_id", "model", "mae", "rmse", "smape", "mase")
+METRICS = ("mae", "rmse", "smape", "mase")
+
+
+def fold_cutoffs(n_steps: int, horizon: int, n_folds: int) -> list[int]:
+    """First test index of each fold on the global axis: the last n_folds * horizon steps, in blocks.
+
+    Uses TimeSeriesSplit(n_splits=n_folds, test_size=horizon). sklearn refuses n_splits=1, so a
+    single fold is computed directly with the same rule (test = the last `horizon` steps).
+    """
+    if not isinstance(n_folds, int) or isinstance(n_folds, bool) or n_folds < 1:
+        raise ValueError(f"n_folds must be a positive integer, got {n_folds!r}")
+    if n_steps - n_folds * horizon < 1:
+        raise ValueError(
+            f"n_folds * horizon = {n_folds * horizon} test steps leave no training data: "
+            f"the longest series has {n_steps} steps"
+        )
+    if n_folds == 1:
+        return [n_steps - horizon]
+    splitter = TimeSeriesSplit(n_splits=n_folds, test_size=horizon)
+    return [int(test[0]) for _, test in splitter.split(np.arange(n_steps))]
+
+
+def backtest(
+    panel: Panel,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    *,
+    n_folds: int,
+    season_length: int,
+    on_fold: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Long frame with one row per (fold, series, model) and columns `COLUMNS`.
+
+    `fold` is 0-based; `cutoff` is the fold's first test position on the global axis. A series takes
+    part in a fold only if it has >= lookback + horizon steps before the cutoff. `on_fold(done, n_folds)`
+    reports progress after each fold, done = folds finished so far (1..n_folds), so it also fires for
+    folds without eligible series.
+    """
+    horizon, window = model_cfg.horizon, model_cfg.lookback + model_cfg.horizon
+    n_steps, lengths = panel.n_steps, panel.lengths()
+    cutoffs = fold_cutoffs(n_steps, horizon, n_folds)
+    eligible = [
+        [sid for sid, t in zip(panel.series_ids, lengths, strict=True) if t - (n_steps - cutoff) >= window]
+        for cutoff in cutoffs
+    ]
+    if not any(eligible):
+        raise ValueError(
+            f"no fold has an eligible series: a series needs lookback + horizon = {window} steps before "
+            f"the fold's cutoff, but the earliest cutoff is {cutoffs[0]} and the latest is {cutoffs[-1]} "
+            f"(longest series: {n_steps} steps, {n_folds} folds of horizon {horizon})"
+        )
+
+    rows: list[dict[str, object]] = []
+    for fold, (cutoff, ids) in enumerate(zip(cutoffs, eligible, strict=True)):
+        if ids:
+            train_panel = panel.truncate(cutoff).select(ids)
+            test_panel = panel.slice_global(cutoff, cutoff + horizon).select(ids)
+            result = fit(train_panel, model_cfg, train_cfg)
+            future = list(test_panel.future_covariates) if panel.n_future > 0 else None
+            forecasts = {
+                "lstm": predict(result, train_panel, future),
+                "seasonal_naive": seasonal_naive(train_panel, horizon, season_length),
+                "naive": naive(train_panel, horizon),
+            }
+            for i, sid in enumerate(ids):
+                y, insample = test_panel.target[i], train_panel.target[i]
+                for model in MODELS:
+                    yhat = forecasts[model][i]
+                    rows.append(
+                        {
+                            "fold": fold,
+                            "cutoff": cutoff,
+                            "series_id": sid,
+                            "model": model,
+                            "mae": mae(y, yhat),
+                            "rmse": rmse(y, yhat),
+                            "smape": smape(y, yhat),
+                            "mase": mase(y, yhat, insample, season_length),
+                        }
+                    )
+        if on_fold is not None:
+            on_fold(fold + 1, n_folds)
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each metric per model over series and folds (nan MASE values are skipped)."""
+    missing = [c for c in ("model", *METRICS) if c not in df.columns]
+    if missing:
+        raise ValueError(f"backtest frame is missing column {missing[0]!r}")
+    return df.groupby("model", sort=False)[list(METRICS)].mean()

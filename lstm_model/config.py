@@ -1,0 +1,143 @@
+"""Model and training configuration.
+
+Frozen and validated on construction so a bad YAML value fails before any data is loaded,
+with a message that names the offending field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from lstm_model.device import is_valid_device_string
+
+_C = TypeVar("_C", "ModelConfig", "TrainConfig")
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass, but `hidden_size: true` in a YAML file is a mistake, not 1.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _check_int(prefix: str, name: str, value: Any, minimum: int) -> None:
+    if not _is_int(value) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{prefix}.{name} must be {what}, got {value!r}")
+
+
+def _check_float(
+    prefix: str, name: str, value: Any, *, low: float, low_inclusive: bool, high: float | None = None
+) -> float:
+    ok = _is_number(value) and (value >= low if low_inclusive else value > low)
+    if high is not None:
+        ok = ok and value < high
+    if not ok:
+        lo = f">= {low}" if low_inclusive else f"> {low}"
+        rng = f"a number {lo}" if high is None else f"a number {lo} and < {high}"
+        raise ValueError(f"{prefix}.{name} must be {rng}, got {value!r}")
+    return float(value)
+
+
+def _from_dict(cls: type[_C], prefix: str, d: Mapping[str, Any]) -> _C:
+    if not isinstance(d, Mapping):
+        raise TypeError(f"{prefix} config must be a mapping, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in {prefix} config; allowed keys: {sorted(fields)}")
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"{prefix}.{missing[0]} is required")
+    return cls(**d)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the LSTM forecaster; everything needed to rebuild it from a checkpoint."""
+
+    lookback: int
+    horizon: int
+    hidden_size: int = 64
+    num_layers: int = 2
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_int("model", "lookback", self.lookback, 1)
+        _check_int("model", "horizon", self.horizon, 1)
+        _check_int("model", "hidden_size", self.hidden_size, 1)
+        _check_int("model", "num_layers", self.num_layers, 1)
+        dropout = _check_float("model", "dropout", self.dropout, low=0.0, low_inclusive=True, high=1.0)
+        object.__setattr__(self, "dropout", dropout)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        return _from_dict(cls, "model", d)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. `val_fraction` is per series: the last fraction of each series'
+    time steps (at least `horizon` steps) holds the validation targets."""
+
+    max_epochs: int = 30
+    steps_per_epoch: int = 50
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 4
+    grad_clip: float = 1.0
+    val_fraction: float = 0.1
+    max_val_windows: int = 2048
+    time_budget_s: float | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_int("train", "max_epochs", self.max_epochs, 1)
+        _check_int("train", "steps_per_epoch", self.steps_per_epoch, 1)
+        _check_int("train", "batch_size", self.batch_size, 1)
+        _check_int("train", "patience", self.patience, 1)
+        _check_int("train", "max_val_windows", self.max_val_windows, 1)
+        # numpy's default_rng rejects negative seeds, so reject them here with a clearer message.
+        _check_int("train", "seed", self.seed, 0)
+        floats = {
+            "learning_rate": _check_float(
+                "train", "learning_rate", self.learning_rate, low=0.0, low_inclusive=False
+            ),
+            "weight_decay": _check_float(
+                "train", "weight_decay", self.weight_decay, low=0.0, low_inclusive=True
+            ),
+            "grad_clip": _check_float("train", "grad_clip", self.grad_clip, low=0.0, low_inclusive=False),
+            "val_fraction": _check_float(
+                "train", "val_fraction", self.val_fraction, low=0.0, low_inclusive=False, high=1.0
+            ),
+        }
+        if self.time_budget_s is not None:
+            floats["time_budget_s"] = _check_float(
+                "train", "time_budget_s", self.time_budget_s, low=0.0, low_inclusive=False
+            )
+        for name, value in floats.items():
+            object.__setattr__(self, name, value)
+        if not isinstance(self.device, str) or not is_valid_device_string(self.device):
+            raise ValueError(f"train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        return _from_dict(cls, "train", d)

@@ -1,0 +1,110 @@
+import dataclasses
+
+import pytest
+
+from lstm_model.config import ModelConfig, TrainConfig
+
+
+def test_defaults_match_the_documented_interface():
+    m = ModelConfig(lookback=168, horizon=48)
+    assert (m.hidden_size, m.num_layers, m.dropout) == (64, 2, 0.1)
+    t = TrainConfig()
+    assert t.to_dict() == {
+        "max_epochs": 30,
+        "steps_per_epoch": 50,
+        "batch_size": 256,
+        "learning_rate": 1e-3,
+        "weight_decay": 1e-4,
+        "patience": 4,
+        "grad_clip": 1.0,
+        "val_fraction": 0.1,
+        "max_val_windows": 2048,
+        "time_budget_s": None,
+        "seed": 0,
+        "device": "auto",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lookback": 0}, "model.lookback must be a positive integer, got 0"),
+        ({"horizon": -3}, "model.horizon must be a positive integer, got -3"),
+        ({"hidden_size": 0}, "model.hidden_size must be a positive integer, got 0"),
+        ({"hidden_size": 8.0}, "model.hidden_size must be a positive integer, got 8.0"),
+        ({"hidden_size": True}, "model.hidden_size must be a positive integer, got True"),
+        ({"num_layers": 0}, "model.num_layers must be a positive integer, got 0"),
+        ({"dropout": 1.0}, "model.dropout must be a number >= 0.0 and < 1.0, got 1.0"),
+        ({"dropout": -0.1}, "model.dropout must be a number >= 0.0 and < 1.0, got -0.1"),
+        ({"dropout": float("nan")}, "model.dropout must be a number >= 0.0 and < 1.0, got nan"),
+    ],
+)
+def test_model_config_rejects_bad_values_naming_the_field(kwargs, message):
+    args = {"lookback": 24, "horizon": 6, **kwargs}
+    with pytest.raises(ValueError) as exc:
+        ModelConfig(**args)
+    assert str(exc.value) == message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_epochs": 0}, "train.max_epochs must be a positive integer, got 0"),
+        ({"steps_per_epoch": 0}, "train.steps_per_epoch must be a positive integer, got 0"),
+        ({"batch_size": 2.5}, "train.batch_size must be a positive integer, got 2.5"),
+        ({"patience": 0}, "train.patience must be a positive integer, got 0"),
+        ({"max_val_windows": 0}, "train.max_val_windows must be a positive integer, got 0"),
+        ({"seed": -1}, "train.seed must be an integer >= 0, got -1"),
+        ({"learning_rate": 0}, "train.learning_rate must be a number > 0.0, got 0"),
+        ({"learning_rate": "1e-3"}, "train.learning_rate must be a number > 0.0, got '1e-3'"),
+        ({"weight_decay": -1e-4}, "train.weight_decay must be a number >= 0.0, got -0.0001"),
+        ({"grad_clip": 0.0}, "train.grad_clip must be a number > 0.0, got 0.0"),
+        ({"val_fraction": 0.0}, "train.val_fraction must be a number > 0.0 and < 1.0, got 0.0"),
+        ({"val_fraction": 1}, "train.val_fraction must be a number > 0.0 and < 1.0, got 1"),
+        ({"time_budget_s": 0}, "train.time_budget_s must be a number > 0.0, got 0"),
+        ({"time_budget_s": float("inf")}, "train.time_budget_s must be a number > 0.0, got inf"),
+        ({"device": "tpu"}, "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+        ({"device": "cuda:x"}, "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'cuda:x'"),
+    ],
+)
+def test_train_config_rejects_bad_values_naming_the_field(kwargs, message):
+    with pytest.raises(ValueError) as exc:
+        TrainConfig(**kwargs)
+    assert str(exc.value) == message
+
+
+def test_numbers_are_normalised_to_float_and_valid_devices_accepted():
+    assert type(ModelConfig(lookback=1, horizon=1, dropout=0).dropout) is float
+    t = TrainConfig(learning_rate=1, time_budget_s=60, device="cuda:1")
+    assert type(t.learning_rate) is float and type(t.time_budget_s) is float
+    assert t.device == "cuda:1"
+
+
+def test_configs_are_frozen():
+    m = ModelConfig(lookback=24, horizon=6)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.hidden_size = 3  # type: ignore[misc]
+
+
+def test_dict_round_trip():
+    m = ModelConfig(lookback=24, horizon=6, hidden_size=16, num_layers=1, dropout=0.0)
+    t = TrainConfig(max_epochs=3, time_budget_s=12.5, device="cpu", seed=7)
+    assert ModelConfig.from_dict(m.to_dict()) == m
+    assert TrainConfig.from_dict(t.to_dict()) == t
+
+
+def test_from_dict_rejects_unknown_and_missing_keys():
+    with pytest.raises(ValueError, match=r"^unknown key 'hiden_size' in model config"):
+        ModelConfig.from_dict({"lookback": 24, "horizon": 6, "hiden_size": 8})
+    with pytest.raises(ValueError, match=r"^unknown key 'epochs' in train config"):
+        TrainConfig.from_dict({"epochs": 3})
+    with pytest.raises(ValueError) as exc:
+        ModelConfig.from_dict({"lookback": 24})
+    assert str(exc.value) == "model.horizon is required"
+    with pytest.raises(TypeError, match="train config must be a mapping, got list"):
+        TrainConfig.from_dict([("seed", 1)])  # type: ignore[arg-type]
+
+
+def test_from_dict_still_validates_values():
+    with pytest.raises(ValueError, match=r"^model.hidden_size must be a positive integer, got -1$"):
+        ModelConfig.from_dict({"lookback": 24, "horizon": 6, "hidden_size": -1})
