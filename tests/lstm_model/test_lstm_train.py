@@ -160,7 +160,7 @@ def test_predict_scales_inputs_exactly_like_training(covariate_fit):
         scaled = result.model(torch.from_numpy(x[None]), x_future)
     expected = sc.inverse_target(sid, scaled.numpy()[0].astype(np.float64))
     out = predict(result, panel, [np.zeros((4, 1)), fut, np.zeros((4, 1))])
-    np.testing.assert_array_equal(out[i], expected)
+    np.testing.assert_allclose(out[i], expected, rtol=1e-6)  # batch size may change the last float32 bit
 
 
 def test_predict_future_covariate_errors(covariate_fit):
