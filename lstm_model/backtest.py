@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import TimeSeriesSplit
 
-from lstm_model.baselines import naive, seasonal_naive
+from lstm_model.baselines import naive_quantiles
 from lstm_model.config import ModelConfig, TrainConfig
-from lstm_model.metrics import mae, mase, rmse, smape
+from lstm_model.metrics import coverage, mae, mase, rmse, smape
 from lstm_model.panel import Panel
-from lstm_model.train import fit, predict
+from lstm_model.train import fit, predict, quantile_pairs
 
 MODELS = ("lstm", "seasonal_naive", "naive")
-COLUMNS = ("fold", "cutoff", "series_id", "model", "mae", "rmse", "smape", "mase")
-METRICS = ("mae", "rmse", "smape", "mase")
+COLUMNS = ("fold", "cutoff", "series_id", "model", "mae", "rmse", "smape", "mase", "coverage")
+METRICS = ("mae", "rmse", "smape", "mase", "coverage")
 
 
 def fold_cutoffs(n_steps: int, horizon: int, n_folds: int) -> list[int]:
@@ -53,7 +53,8 @@ def backtest(
 ) -> pd.DataFrame:
     """Long frame with one row per (fold, series, model) and columns `COLUMNS`.
 
-    `fold` is 0-based; `cutoff` is the fold's first test position on the global axis. A series takes
+    `fold` is 0-based; `cutoff` is the fold's first test position on the global axis. `coverage` is the
+    share of test steps inside the outermost symmetric quantile interval (nan without one). A series takes
     part in a fold only if it has >= lookback + horizon steps before the cutoff. `on_fold(done, n_folds)`
     reports progress after each fold, done = folds finished so far (1..n_folds), so it also fires for
     folds without eligible series.
@@ -72,6 +73,9 @@ def backtest(
             f"(longest series: {n_steps} steps, {n_folds} folds of horizon {horizon})"
         )
 
+    levels, median = model_cfg.quantiles, model_cfg.median_index
+    pairs = quantile_pairs(levels)
+    outer = pairs[0] if pairs else None
     rows: list[dict[str, object]] = []
     for fold, (cutoff, ids) in enumerate(zip(cutoffs, eligible, strict=True)):
         if ids:
@@ -81,13 +85,15 @@ def backtest(
             future = list(test_panel.future_covariates) if panel.n_future > 0 else None
             forecasts = {
                 "lstm": predict(result, train_panel, future),
-                "seasonal_naive": seasonal_naive(train_panel, horizon, season_length),
-                "naive": naive(train_panel, horizon),
+                "seasonal_naive": naive_quantiles(train_panel, horizon, season_length, levels),
+                "naive": naive_quantiles(train_panel, horizon, 1, levels),
             }
             for i, sid in enumerate(ids):
                 y, insample = test_panel.target[i], train_panel.target[i]
                 for model in MODELS:
-                    yhat = forecasts[model][i]
+                    q = forecasts[model][i]  # (horizon, Q)
+                    yhat = q[:, median]
+                    covered = coverage(y, q[:, outer[0]], q[:, outer[1]]) if outer else float("nan")
                     rows.append(
                         {
                             "fold": fold,
@@ -98,6 +104,7 @@ def backtest(
                             "rmse": rmse(y, yhat),
                             "smape": smape(y, yhat),
                             "mase": mase(y, yhat, insample, season_length),
+                            "coverage": covered,
                         }
                     )
         if on_fold is not None:

@@ -18,7 +18,7 @@ from lstm_model.model import LSTMForecaster
 from lstm_model.scaling import SeriesScaler
 from lstm_model.train import TrainResult
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _KEYS = (
     "format_version",
     "state_dict",
@@ -29,6 +29,8 @@ _KEYS = (
     "future_names",
     "n_inputs",
     "n_future",
+    "n_series",
+    "calibration",
     "history",
     "best_epoch",
     "stopped_reason",
@@ -50,6 +52,8 @@ def save_checkpoint(result: TrainResult, path: str | os.PathLike[str]) -> None:
         "future_names": list(result.future_names),
         "n_inputs": result.model.n_inputs,
         "n_future": result.model.n_future,
+        "n_series": result.model.n_series,
+        "calibration": torch.as_tensor(result.calibration, dtype=torch.float64),
         "history": [dict(e) for e in result.history],
         "best_epoch": result.best_epoch,
         "stopped_reason": result.stopped_reason,
@@ -91,7 +95,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> TrainResult:
             f"checkpoint {str(path)!r}: n_inputs={n_inputs}, n_future={n_future} "
             f"do not match past_names={past_names}, future_names={future_names}"
         )
-    model = LSTMForecaster(n_inputs, n_future, model_cfg)
+    model = LSTMForecaster(n_inputs, n_future, model_cfg, n_series=payload["n_series"])
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return TrainResult(
@@ -105,4 +109,5 @@ def load_checkpoint(path: str | os.PathLike[str]) -> TrainResult:
         best_epoch=payload["best_epoch"],
         stopped_reason=payload["stopped_reason"],
         device=payload["device"],
+        calibration=payload["calibration"].numpy(),
     )

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from lstm_model.device import is_valid_device_string
 
 _C = TypeVar("_C", "ModelConfig", "TrainConfig")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _is_int(value: Any) -> bool:
@@ -45,6 +46,18 @@ def _check_float(
     return float(value)
 
 
+def _check_quantiles(value: Any) -> tuple[float, ...]:
+    """Strictly increasing levels in (0, 1) that include the median, which is the point forecast."""
+    if not isinstance(value, tuple | list) or not value or not all(_is_number(q) for q in value):
+        raise ValueError(f"model.quantiles must be a list of numbers in (0, 1), got {value!r}")
+    levels = tuple(float(q) for q in value)
+    if not all(0.0 < q < 1.0 for q in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"model.quantiles must be strictly increasing numbers in (0, 1), got {value!r}")
+    if 0.5 not in levels:
+        raise ValueError(f"model.quantiles must include 0.5 (the point forecast), got {value!r}")
+    return levels
+
+
 def _from_dict(cls: type[_C], prefix: str, d: Mapping[str, Any]) -> _C:
     if not isinstance(d, Mapping):
         raise TypeError(f"{prefix} config must be a mapping, got {type(d).__name__}")
@@ -71,21 +84,47 @@ class ModelConfig:
     hidden_size: int = 64
     num_layers: int = 2
     dropout: float = 0.1
+    context_size: int = 16  # width of the per-step context vectors the decoder reads
+    instance_norm: bool = True  # divide each window by its own spread (RevIN), so intervals track volatility
+    patch_len: int = 1  # lookback steps the LSTM reads per recurrence (segments, as in SegRNN)
+    embedding_dim: int = 0  # learned per-series embedding; 0 turns it off
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
 
     def __post_init__(self) -> None:
         _check_int("model", "lookback", self.lookback, 1)
         _check_int("model", "horizon", self.horizon, 1)
         _check_int("model", "hidden_size", self.hidden_size, 1)
         _check_int("model", "num_layers", self.num_layers, 1)
+        _check_int("model", "context_size", self.context_size, 1)
+        _check_int("model", "patch_len", self.patch_len, 1)
+        if not isinstance(self.instance_norm, bool):
+            raise ValueError(f"model.instance_norm must be true or false, got {self.instance_norm!r}")
+        if self.lookback % self.patch_len:
+            raise ValueError(
+                f"model.lookback ({self.lookback}) must be a multiple of model.patch_len ({self.patch_len})"
+            )
+        _check_int("model", "embedding_dim", self.embedding_dim, 0)
         dropout = _check_float("model", "dropout", self.dropout, low=0.0, low_inclusive=True, high=1.0)
         object.__setattr__(self, "dropout", dropout)
+        object.__setattr__(self, "quantiles", _check_quantiles(self.quantiles))
+
+    @property
+    def median_index(self) -> int:
+        """Position of the 0.5 quantile: the point forecast `yhat`."""
+        return self.quantiles.index(0.5)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["quantiles"] = list(self.quantiles)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        d = dict(d)
+        if isinstance(d.get("quantiles"), list):
+            d["quantiles"] = tuple(d["quantiles"])
         return _from_dict(cls, "model", d)
+
 
 
 @dataclass(frozen=True)
@@ -105,6 +144,9 @@ class TrainConfig:
     time_budget_s: float | None = None
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on a CUDA device that supports it, fp32 elsewhere
+    threads: int | None = None  # CPU intra-op threads; None: every core this process may use
+    calibrate: bool = True  # widen/narrow the intervals so they cover as promised on validation windows
 
     def __post_init__(self) -> None:
         _check_int("train", "max_epochs", self.max_epochs, 1)
@@ -134,6 +176,12 @@ class TrainConfig:
             object.__setattr__(self, name, value)
         if not isinstance(self.device, str) or not is_valid_device_string(self.device):
             raise ValueError(f"train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.threads is not None:
+            _check_int("train", "threads", self.threads, 1)
+        if not isinstance(self.calibrate, bool):
+            raise ValueError(f"train.calibrate must be true or false, got {self.calibrate!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -56,3 +56,10 @@ def mase(y: np.ndarray, yhat: np.ndarray, insample: np.ndarray, season_length: i
     if scale == 0.0:
         return float("nan")
     return error / scale
+
+
+def coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
+    """Share of observations inside [lower, upper]: an 80% interval should score about 0.8."""
+    y, lower = _pair(y, lower)
+    _, upper = _pair(y, upper)
+    return float(np.mean((y >= lower) & (y <= upper)))

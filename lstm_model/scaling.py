@@ -79,10 +79,14 @@ class SeriesScaler:
     def future_names(self) -> tuple[str, ...]:
         return self._future_names
 
+    def positions(self, series_ids: Sequence[str]) -> np.ndarray:
+        """Row of each series in the fitted statistics (= its index in the training panel)."""
+        return np.array([self._row(s) for s in series_ids], dtype=np.int64)
+
     def feature_stats(self, series_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std), each (len(series_ids), 1+P+F), for vectorised scaling of many series at once."""
         mean, std = self._require_fitted()
-        rows = np.array([self._row(s) for s in series_ids], dtype=np.int64)
+        rows = self.positions(series_ids)
         return mean[rows], std[rows]
 
     # ----------------------------------------------------------------- transforms

@@ -1,10 +1,12 @@
-"""Training loop and batch prediction."""
+"""Training loop, interval calibration and batch prediction."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +19,11 @@ from lstm_model.device import select_device
 from lstm_model.model import LSTMForecaster
 from lstm_model.panel import Panel
 from lstm_model.scaling import SeriesScaler
-from lstm_model.windows import StartRanges, WindowSource, split_starts
+from lstm_model.windows import Batch, StartRanges, WindowSource, split_starts
 
-PREDICT_CHUNK = 4096  # series per forward pass in predict: bounds memory for very wide panels
+PREDICT_BATCH = 4096  # windows per forward pass when predicting: bounds memory for wide panels
 EVAL_BATCH_MIN = 512  # validation needs no gradients, so larger batches are cheap and faster
+GPU_DATA_FRACTION = 0.5  # keep the data on the GPU when it takes at most this share of free memory
 
 
 @dataclass
@@ -37,17 +40,85 @@ class TrainResult:
     best_epoch: int
     stopped_reason: str  # "early_stopping" | "max_epochs" | "time_budget"
     device: str  # device it was trained on
+    # (n_pairs, horizon): conformal widening (scaled units) of each symmetric quantile pair, outermost first
+    calibration: np.ndarray
+
+    @property
+    def series_ids(self) -> tuple[str, ...]:
+        return self.scaler.series_ids
 
 
-def _evaluate(model: LSTMForecaster, source: WindowSource, starts: np.ndarray, batch_size: int) -> float:
-    """Mean squared error (scaled target) over the given windows."""
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=source.values.device)
-    with torch.no_grad():
-        for i in range(0, len(starts), batch_size):
-            x_past, x_future, y = source.gather(starts[i : i + batch_size])
-            total += ((model(x_past, x_future) - y) ** 2).sum(dtype=torch.float64)
-    return total.item() / (len(starts) * source.horizon)
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[int]:
+    """Run with `n` intra-op threads (default: every available core), restoring the setting after."""
+    before = torch.get_num_threads()
+    n = n or available_cores()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def use_bf16(device: torch.device, precision: str) -> bool:
+    """bf16 autocast on CUDA devices that support it; fp32 on the CPU, where bf16 LSTMs are slower."""
+    if precision == "fp32" or device.type != "cuda":
+        return False
+    supported = torch.cuda.is_bf16_supported()
+    if precision == "bf16" and not supported:
+        raise RuntimeError(f"train.precision 'bf16' requested but {device} does not support bfloat16")
+    return supported
+
+
+def pinball_loss(pred: torch.Tensor, y: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Mean quantile (pinball) loss; pred (batch, horizon, Q), y (batch, horizon), levels (Q,)."""
+    err = y.unsqueeze(-1) - pred.float()  # (batch, horizon, Q)
+    return torch.maximum(levels * err, (levels - 1.0) * err).mean()
+
+
+def quantile_pairs(levels: Sequence[float]) -> list[tuple[int, int]]:
+    """Index pairs (lower, upper) of symmetric quantiles, e.g. (0.1, 0.9): each one is an interval."""
+    n = len(levels)
+    return [(i, n - 1 - i) for i in range(n // 2) if math.isclose(levels[i] + levels[n - 1 - i], 1.0)]
+
+
+class _Runner:
+    """Forward passes on one device and precision, over batches gathered from a WindowSource."""
+
+    def __init__(self, model: LSTMForecaster, source: WindowSource, device: torch.device, bf16: bool):
+        self.model, self.source, self.device, self.bf16 = model, source, device, bf16
+        self.embeds = model.embedding is not None
+
+    def batch(self, starts: np.ndarray) -> Batch:
+        batch = self.source.gather(starts)
+        return batch if batch.y.device == self.device else batch.to(self.device)
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        series = batch.series if self.embeds else None
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(batch.x_past, batch.x_future, series).float()
+
+    def predict_scaled(self, starts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled (predictions (n, horizon, Q), targets (n, horizon)) for the windows at `starts`."""
+        self.model.eval()
+        preds, ys = [], []
+        with torch.inference_mode():
+            for i in range(0, len(starts), batch_size):
+                batch = self.batch(starts[i : i + batch_size])
+                preds.append(self(batch).cpu().numpy())
+                ys.append(batch.y.cpu().numpy())
+        horizon, q = self.source.horizon, len(self.model.cfg.quantiles)
+        if not preds:
+            return np.empty((0, horizon, q), np.float32), np.empty((0, horizon), np.float32)
+        return np.concatenate(preds), np.concatenate(ys)
 
 
 def _check_trainable(panel: Panel, model_cfg: ModelConfig, train_cfg: TrainConfig) -> StartRanges:
@@ -64,6 +135,49 @@ def _check_trainable(panel: Panel, model_cfg: ModelConfig, train_cfg: TrainConfi
     return train
 
 
+def _place_data(source: WindowSource, device: torch.device) -> WindowSource:
+    """Data on the GPU when it fits comfortably (batches are then gathered there, with no copies);
+    otherwise it stays in host memory and each batch travels through pinned memory."""
+    if device.type != "cuda":
+        return source
+    free, _ = torch.cuda.mem_get_info(device)
+    if source.values.numel() * source.values.element_size() <= GPU_DATA_FRACTION * free:
+        return source.to(device)
+    return source
+
+
+def conformal_widths(
+    pred: np.ndarray, y: np.ndarray, levels: Sequence[float], pairs: Sequence[tuple[int, int]]
+) -> np.ndarray:
+    """Split-conformal corrections (CQR, Romano et al. 2019) per interval and horizon step.
+
+    For an interval (lo, hi) with nominal coverage c, the score of a window is max(lo - y, y - hi);
+    adding its ceil((n + 1) c) / n empirical quantile to both ends makes the interval cover a new
+    window with probability >= c when windows are exchangeable. Negative values narrow intervals
+    that were too wide. pred (n, horizon, Q), y (n, horizon) -> (len(pairs), horizon).
+    """
+    n, horizon = y.shape
+    out = np.zeros((len(pairs), horizon), dtype=np.float64)
+    if n == 0:
+        return out
+    for k, (lo, hi) in enumerate(pairs):
+        coverage = levels[hi] - levels[lo]
+        scores = np.maximum(pred[:, :, lo] - y, y - pred[:, :, hi])  # (n, horizon)
+        level = min(1.0, math.ceil((n + 1) * coverage) / n)
+        out[k] = np.quantile(scores, level, axis=0, method="higher")
+    return out
+
+
+def apply_calibration(scaled: np.ndarray, calibration: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Widen each interval by its correction, then sort so quantiles never cross. scaled (n, horizon, Q)."""
+    out = np.array(scaled, dtype=np.float64)
+    for k, (lo, hi) in enumerate(quantile_pairs(levels)):
+        if k < len(calibration):
+            out[:, :, lo] -= calibration[k]
+            out[:, :, hi] += calibration[k]
+    return np.sort(out, axis=-1)
+
+
 def fit(
     panel: Panel,
     model_cfg: ModelConfig,
@@ -74,30 +188,48 @@ def fit(
 
     The scaler is fitted here on `panel` only. ReduceLROnPlateau halves the learning rate after
     max(1, patience // 2) epochs without improvement, so (for patience >= 2) a lower rate gets tried
-    before early stopping gives up after `patience` such epochs; the best weights are restored.
+    before early stopping gives up after `patience` such epochs; the best weights are restored, and
+    the intervals are then calibrated on the validation windows.
     """
+    with torch_threads(train_cfg.threads):
+        return _fit(panel, model_cfg, train_cfg, on_epoch)
+
+
+def _fit(
+    panel: Panel,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> TrainResult:
     t_start = time.monotonic()
     train_ranges = _check_trainable(panel, model_cfg, train_cfg)
     device = select_device(train_cfg.device)
-    lookback, horizon = model_cfg.lookback, model_cfg.horizon
+    bf16 = use_bf16(device, train_cfg.precision)
 
     scaler = SeriesScaler().fit(panel)
-    source = WindowSource.from_panel(panel, lookback, horizon, scaler).to(device)
+    source = _place_data(WindowSource.from_panel(panel, model_cfg.lookback, model_cfg.horizon, scaler), device)
     _, val_ranges = source.split(train_cfg.val_fraction)
     val_starts = val_ranges.evenly(train_cfg.max_val_windows)
 
     torch.manual_seed(train_cfg.seed)
     rng = np.random.default_rng(train_cfg.seed)
-    model = LSTMForecaster(1 + panel.n_past + panel.n_future, panel.n_future, model_cfg).to(device)
+    model = LSTMForecaster(
+        1 + panel.n_past + panel.n_future, panel.n_future, model_cfg, n_series=panel.n_series
+    ).to(device)
+    run = _Runner(model, source, device, bf16)
+    levels = torch.tensor(model_cfg.quantiles, dtype=torch.float32, device=device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=0.5, patience=max(0, train_cfg.patience // 2 - 1)
     )
-    loss_fn = nn.MSELoss()
     eval_batch = max(train_cfg.batch_size, EVAL_BATCH_MIN)
     budget = train_cfg.time_budget_s
+
+    def val_loss() -> float:
+        pred, y = run.predict_scaled(val_starts, eval_batch)
+        return float(pinball_loss(torch.from_numpy(pred), torch.from_numpy(y), levels.cpu()))
 
     history: list[dict[str, Any]] = []
     best_val, best_epoch, bad_epochs = math.inf, 0, 0
@@ -116,8 +248,8 @@ def fit(
             if budget is not None and total_steps > 0 and time.monotonic() - t_start > budget:
                 out_of_time = True
                 break
-            x_past, x_future, y = source.gather(train_ranges.sample(rng, train_cfg.batch_size))
-            loss = loss_fn(model(x_past, x_future), y)
+            batch = run.batch(train_ranges.sample(rng, train_cfg.batch_size))
+            loss = pinball_loss(run(batch), batch.y, levels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
@@ -134,24 +266,24 @@ def fit(
             raise FloatingPointError(
                 f"training loss became {train_loss} in epoch {epoch}; try a lower learning_rate or grad_clip"
             )
-        val_loss = _evaluate(model, source, val_starts, eval_batch)
-        if not math.isfinite(val_loss):
-            raise FloatingPointError(f"validation loss became {val_loss} in epoch {epoch}")
+        epoch_val = val_loss()
+        if not math.isfinite(epoch_val):
+            raise FloatingPointError(f"validation loss became {epoch_val} in epoch {epoch}")
 
         entry = {
             "epoch": epoch,
             "train_loss": train_loss,
-            "val_loss": val_loss,
+            "val_loss": epoch_val,
             "lr": lr,
             "seconds": time.monotonic() - t_epoch,
         }
         history.append(entry)
-        if val_loss < best_val:
-            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
+        if epoch_val < best_val:
+            best_val, best_epoch, bad_epochs = epoch_val, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
-        scheduler.step(val_loss)
+        scheduler.step(epoch_val)
         if on_epoch is not None:
             on_epoch(dict(entry))
         if out_of_time:
@@ -164,6 +296,11 @@ def fit(
     if best_state is None:  # unreachable: epoch 1 always trains >= 1 step and a finite val loss beats inf
         raise RuntimeError("training produced no validated epoch")
     model.load_state_dict(best_state)
+    pairs = quantile_pairs(model_cfg.quantiles)
+    calibration = np.zeros((len(pairs), model_cfg.horizon))
+    if train_cfg.calibrate:
+        pred, y = run.predict_scaled(val_ranges.all(), eval_batch)
+        calibration = conformal_widths(pred, y, model_cfg.quantiles, pairs)
     model.cpu().eval()
     return TrainResult(
         model=model,
@@ -176,7 +313,16 @@ def fit(
         best_epoch=best_epoch,
         stopped_reason=stopped_reason,
         device=str(device),
+        calibration=calibration,
     )
+
+
+def _check_panel(result: TrainResult, panel: Panel) -> None:
+    if panel.past_names != result.past_names or panel.future_names != result.future_names:
+        raise ValueError(
+            f"panel covariates past={panel.past_names} future={panel.future_names} do not match the "
+            f"model's past={result.past_names} future={result.future_names}"
+        )
 
 
 def _check_future(
@@ -194,7 +340,7 @@ def _check_future(
         )
     if len(future) != panel.n_series:
         raise ValueError(f"future has {len(future)} entries but the panel has {panel.n_series} series")
-    arrays = [np.asarray(f, dtype=np.float64) for f in future]
+    arrays = [np.asarray(f, dtype=np.float32) for f in future]
     for sid, f in zip(panel.series_ids, arrays, strict=True):
         if f.shape != (horizon, n_future):
             raise ValueError(f"series {sid!r}: future must have shape {(horizon, n_future)}, got {f.shape}")
@@ -203,54 +349,75 @@ def _check_future(
     return np.stack(arrays)  # (n_series, horizon, F)
 
 
-def predict(result: TrainResult, panel: Panel, future: Sequence[np.ndarray] | None = None) -> np.ndarray:
-    """Forecast `horizon` steps after the END of every series -> (n_series, horizon), original scale.
+def _unscale(result: TrainResult, series_ids: Sequence[str], scaled: np.ndarray) -> np.ndarray:
+    """Calibrated, sorted quantiles in original units; scaled (n, ..., horizon, Q), one row per series."""
+    levels = result.model_config.quantiles
+    shape = scaled.shape
+    flat = scaled.reshape(-1, shape[-2], shape[-1])  # (n * ..., horizon, Q)
+    flat = apply_calibration(flat, result.calibration, levels).reshape(shape)
+    mean, std = result.scaler.feature_stats(series_ids)  # each (n, 1+P+F)
+    extra = (1,) * (len(shape) - 1)
+    return flat * std[:, 0].reshape(-1, *extra) + mean[:, 0].reshape(-1, *extra)
 
-    `future`: per series (horizon, F) known-in-advance covariates for the forecast horizon,
-    required iff the model was trained with future covariates.
+
+def predict(result: TrainResult, panel: Panel, future: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """Forecast `horizon` steps after the END of every series -> (n_series, horizon, Q), original scale.
+
+    Q follows `result.model_config.quantiles`; the median is the point forecast. `future`: per series
+    (horizon, F) known-in-advance covariates for the forecast horizon, required iff the model was
+    trained with future covariates. The future rows are appended to each series so the windows are
+    gathered, scaled and fed exactly as in training.
     """
-    lookback = result.model_config.lookback
-    if panel.past_names != result.past_names or panel.future_names != result.future_names:
-        raise ValueError(
-            f"panel covariates past={panel.past_names} future={panel.future_names} do not match the "
-            f"model's past={result.past_names} future={result.future_names}"
-        )
-    lengths = panel.lengths()
-    short = [(sid, int(t)) for sid, t in zip(panel.series_ids, lengths, strict=True) if t < lookback]
+    _check_panel(result, panel)
+    lookback, horizon = result.model_config.lookback, result.model_config.horizon
+    short = [(sid, int(t)) for sid, t in zip(panel.series_ids, panel.lengths(), strict=True) if t < lookback]
     if short:
         listed = ", ".join(f"{sid!r} ({t} steps)" for sid, t in short[:10])
         more = f" and {len(short) - 10} more" if len(short) > 10 else ""
         raise ValueError(f"series shorter than lookback={lookback}: {listed}{more}")
     fut = _check_future(result, panel, future)
-    mean, std = result.scaler.feature_stats(panel.series_ids)  # each (n_series, 1+P+F)
-    n_past = len(result.past_names)
+    tail = panel.slice_global(panel.n_steps - lookback, panel.n_steps)
+    n_past, n_future = panel.n_past, panel.n_future
+    extended = Panel(
+        series_ids=tail.series_ids,
+        # The horizon's targets and past covariates are unknown; zeros fill the rows the model never reads.
+        target=tuple(np.concatenate([y, np.zeros(horizon, np.float32)]) for y in tail.target),
+        past_covariates=tuple(np.concatenate([p, np.zeros((horizon, n_past), np.float32)]) for p in tail.past_covariates),
+        future_covariates=tuple(
+            np.concatenate([f, fut[i] if fut is not None else np.zeros((horizon, n_future), np.float32)])
+            for i, f in enumerate(tail.future_covariates)
+        ),
+        past_names=panel.past_names,
+        future_names=panel.future_names,
+    )
+    return predict_origins(result, extended, np.array([lookback]))[:, 0]
 
+
+def predict_origins(result: TrainResult, panel: Panel, origins: np.ndarray) -> np.ndarray:
+    """Forecasts from many origins at once -> (n_series, n_origins, horizon, Q), original scale.
+
+    An origin is a position on the panel's global axis: the first forecast step, with the lookback
+    ending just before it. Windows that would leave a series (not enough history, or no room for the
+    horizon's future covariates) are nan. This is how a fixed model is scored on every test window.
+    """
+    _check_panel(result, panel)
+    cfg = result.model_config
+    lookback, horizon = cfg.lookback, cfg.horizon
+    origins = np.asarray(origins, dtype=np.int64)
+    source = WindowSource.from_panel(panel, lookback, horizon, result.scaler)
+    lengths = panel.lengths()
+    local = origins[None, :] - (panel.n_steps - lengths)[:, None]  # (n_series, n_origins)
+    valid = (local >= lookback) & (local + horizon <= lengths[:, None])
+    starts = (source.offsets[:-1, None] + local - lookback)[valid]
     model = result.model.eval()
     device = next(model.parameters()).device
-    out = np.empty((panel.n_series, result.model_config.horizon), dtype=np.float64)
-    for lo in range(0, panel.n_series, PREDICT_CHUNK):
-        rows = range(lo, min(lo + PREDICT_CHUNK, panel.n_series))
-        x = np.stack(
-            [
-                np.concatenate(
-                    [
-                        panel.target[i][-lookback:, None],
-                        panel.past_covariates[i][-lookback:],
-                        panel.future_covariates[i][-lookback:],
-                    ],
-                    axis=1,
-                )
-                for i in rows
-            ]
-        ).astype(np.float64)  # (chunk, lookback, 1+P+F)
-        m, s = mean[lo : rows.stop], std[lo : rows.stop]
-        # Same float64 arithmetic then float32 cast as SeriesScaler.transform_*, so inputs match training.
-        x_past = torch.from_numpy(((x - m[:, None, :]) / s[:, None, :]).astype(np.float32)).to(device)
-        x_future = None
-        if fut is not None:
-            f = (fut[lo : rows.stop] - m[:, None, 1 + n_past :]) / s[:, None, 1 + n_past :]
-            x_future = torch.from_numpy(f.astype(np.float32)).to(device)
-        with torch.inference_mode():
-            scaled = model(x_past, x_future).cpu().numpy().astype(np.float64)
-        out[lo : rows.stop] = scaled * s[:, :1] + m[:, :1]
+    runner = _Runner(model, source.to(device), device, bf16=False)
+    scaled, _ = runner.predict_scaled(starts, PREDICT_BATCH)
+    rows = np.repeat(np.arange(panel.n_series), valid.sum(axis=1))
+    out = np.full((panel.n_series, len(origins), horizon, len(cfg.quantiles)), np.nan)
+    for i in range(panel.n_series):
+        mine = rows == i
+        if mine.any():
+            out[i, valid[i]] = _unscale(result, [panel.series_ids[i]], scaled[mine][None])[0]
     return out
+

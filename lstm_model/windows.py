@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -101,11 +102,14 @@ class WindowSource:
         horizon: int,
         n_past: int,
         n_future: int,
+        codes: np.ndarray | None = None,
     ) -> None:
         self.values = values  # (N_total, 1+P+F) float32; column 0 is the scaled target
         self.offsets = offsets  # (n_series+1,) int64: series i occupies rows [offsets[i], offsets[i+1])
         self.lookback, self.horizon = lookback, horizon
         self.n_past, self.n_future = n_past, n_future
+        # Series index each panel position is known by to the model (its embedding row).
+        self.codes = np.arange(len(offsets) - 1, dtype=np.int64) if codes is None else codes
         self._arange = torch.arange(lookback + horizon, device=values.device)
 
     @classmethod
@@ -113,6 +117,9 @@ class WindowSource:
         cls, panel: Panel, lookback: int, horizon: int, scaler: SeriesScaler | None = None
     ) -> WindowSource:
         """Concatenate (and, with `scaler`, scale) all series into one preallocated array.
+
+        With a scaler, batches name series by their position in the scaler (the training panel's
+        order), which is what a model's series embedding expects.
 
         Scaling while filling avoids holding a scaled copy of the panel next to the array.
         """
@@ -134,7 +141,8 @@ class WindowSource:
                 values[rows, 0] = y
                 values[rows, 1 : 1 + p] = past
                 values[rows, 1 + p :] = fut
-        return cls(torch.from_numpy(values), offsets, lookback, horizon, p, f)
+        codes = None if scaler is None else scaler.positions(panel.series_ids)
+        return cls(torch.from_numpy(values), offsets, lookback, horizon, p, f, codes)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -143,19 +151,39 @@ class WindowSource:
     def to(self, device: torch.device) -> WindowSource:
         """Same source with the data on `device`, so batches are gathered there (no per-batch copy)."""
         return WindowSource(
-            self.values.to(device), self.offsets, self.lookback, self.horizon, self.n_past, self.n_future
+            self.values.to(device), self.offsets, self.lookback, self.horizon, self.n_past, self.n_future,
+            self.codes,
         )
 
     def split(self, val_fraction: float) -> tuple[StartRanges, StartRanges]:
         return split_starts(self.lengths, self.offsets, self.lookback, self.horizon, val_fraction)
 
-    def gather(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Batch for window start rows `starts` (batch,) -> x_past, x_future, y."""
-        starts_t = torch.as_tensor(starts, dtype=torch.int64, device=self.values.device)
+    def series_of(self, starts: np.ndarray) -> np.ndarray:
+        """Series index (panel order) of each window start row."""
+        return np.searchsorted(self.offsets, np.asarray(starts, dtype=np.int64), side="right") - 1
+
+    def gather(self, starts: np.ndarray) -> Batch:
+        """Batch for window start rows `starts` (batch,)."""
+        starts = np.asarray(starts, dtype=np.int64)
+        starts_t = torch.as_tensor(starts, device=self.values.device)
         idx = starts_t[:, None] + self._arange  # (batch, lookback + horizon)
         block = self.values[idx]  # (batch, lookback + horizon, 1+P+F)
         lb = self.lookback
         x_past = block[:, :lb, :]  # (batch, lookback, 1+P+F)
         x_future = block[:, lb:, 1 + self.n_past :]  # (batch, horizon, F)
         y = block[:, lb:, 0]  # (batch, horizon)
-        return x_past.contiguous(), x_future.contiguous(), y.contiguous()
+        series = torch.as_tensor(self.codes[self.series_of(starts)], device=self.values.device)  # (batch,)
+        return Batch(x_past.contiguous(), x_future.contiguous(), y.contiguous(), series)
+
+
+class Batch(NamedTuple):
+    x_past: torch.Tensor  # (batch, lookback, 1+P+F)
+    x_future: torch.Tensor  # (batch, horizon, F)
+    y: torch.Tensor  # (batch, horizon): scaled targets
+    series: torch.Tensor  # (batch,) int64: series index in panel order
+
+    def to(self, device: torch.device) -> Batch:
+        """Copy to `device` through pinned memory, so the copy overlaps with compute."""
+        if device.type != "cuda":
+            return Batch(*(t.to(device) for t in self))
+        return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in self))
