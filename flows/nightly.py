@@ -12,10 +12,10 @@ from prefect.runtime import flow_run
 from tasks.clean import clean
 from tasks.config import load_config
 from tasks.extract import extract, resolve_as_of
-from tasks.forecast import forecast
+from tasks.forecast import SEASONAL_NAIVE, forecast
 from tasks.publish import build_run_record, publish
 from tasks.train import train
-from tasks.validate import validate
+from tasks.validate import gate, validate
 
 
 @flow(name="nightly-forecast", log_prints=True)
@@ -27,25 +27,26 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> dict[str, An
     extracted = extract(cfg, as_of_iso)
     cleaned = clean(cfg, extracted.path, as_of_iso)
     backtest = validate(cfg, cleaned.history_path)
-    trained = train(cfg, cleaned.history_path)
-    forecasts = forecast(cfg, trained.checkpoint_path, cleaned.history_path, cleaned.future_path)
-    stages = {
-        "extract": extracted,
-        "clean": cleaned,
-        "validate": backtest,
-        "train": trained,
-        "forecast": forecasts,
-    }
+    decision = gate(cfg, backtest.summary)
+    stages: dict[str, Any] = {"extract": extracted, "clean": cleaned, "validate": backtest}
+    checkpoint, model_version, best_val_loss = None, SEASONAL_NAIVE, None
+    if decision.use_lstm:
+        trained = stages["train"] = train(cfg, cleaned.history_path)
+        checkpoint, model_version = trained.checkpoint_path, trained.model_version
+        best_val_loss = trained.best_val_loss
+    forecasts = stages["forecast"] = forecast(cfg, checkpoint, cleaned.history_path, cleaned.future_path)
     run = build_run_record(
         cfg,
         run_id=str(flow_run.id),
         as_of=as_of_iso,
         started_at=started_at,
-        model_version=trained.model_version,
+        model_version=model_version,
         metrics={
             "backtest": backtest.summary,
             "folds": backtest.folds,
-            "best_val_loss": trained.best_val_loss,
+            "gate": decision.message,
+            "interval": forecasts.interval,
+            "best_val_loss": best_val_loss,
         },
         timings=run_timings(stages),
         counts={name: dataclasses.asdict(result) for name, result in stages.items()},
@@ -55,7 +56,9 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> dict[str, An
         "pipeline": cfg.name,
         "run_id": run.run_id,
         "as_of": as_of_iso,
-        "model_version": trained.model_version,
+        "model_version": model_version,
+        "gate": decision.message,
+        "interval": forecasts.interval,
         "backtest": backtest.summary,
         "series_forecast": forecasts.series,
         "series_skipped": cleaned.series_skipped,

@@ -25,11 +25,14 @@ def _print_summary(result: dict[str, Any]) -> None:
     table = Table(
         title=f"{result['pipeline']}: backtest, mean over series and folds (as_of {result['as_of']})"
     )
-    for col in ("model", "MAE", "RMSE", "sMAPE %", "MASE"):
+    interval = result["interval"]
+    coverage = f"{interval:.0%} interval coverage" if interval else "interval coverage"
+    for col in ("model", "MAE", "RMSE", "sMAPE %", "MASE", coverage):
         table.add_column(col, justify="left" if col == "model" else "right")
     for model, m in result["backtest"].items():
-        table.add_row(model, *(f"{m[k]:.4f}" for k in ("mae", "rmse", "smape", "mase")))
+        table.add_row(model, *(f"{m[k]:.4f}" for k in ("mae", "rmse", "smape", "mase", "coverage")))
     console.print(table)
+    console.print(f"gate: {result['gate']}")
     console.print(
         f"published {result['rows_published']} rows ({result['series_forecast']} series, "
         f"{result['series_skipped']} skipped) to '{result['output_table']}' "

@@ -111,6 +111,7 @@ class DataConfig(_Section):
     impute: Literal["linear", "ffill"] = "linear"
     max_gap: int = Field(default=24, ge=0)
     non_negative: bool = False
+    calendar: bool = True  # add hour/day-of-week/day-of-year features as known-future covariates
     data_dir: str = "data/lstmcast"
 
     @field_validator("freq")
@@ -129,12 +130,21 @@ class ForecastConfig(_Section):
     horizon: int = Field(ge=1)
     lookback: int = Field(ge=1)
     folds: int = Field(default=3, ge=2)
+    # What happens when the LSTM's backtest MASE does not beat seasonal naive's: publish the
+    # seasonal-naive forecast instead ("fallback"), fail the run before publishing ("fail"), or
+    # publish the LSTM anyway ("off").
+    gate: Literal["fallback", "fail", "off"] = "fallback"
 
 
 class ModelSection(_Section):
     hidden_size: int = Field(default=64, ge=1)
     num_layers: int = Field(default=2, ge=1)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    context_size: int = Field(default=16, ge=1)
+    instance_norm: bool = True
+    patch_len: int = Field(default=1, ge=1)
+    embedding_dim: int = Field(default=0, ge=0)
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
 
 
 class TrainingSection(_Section):
@@ -146,9 +156,12 @@ class TrainingSection(_Section):
     patience: int = Field(default=4, ge=1)
     grad_clip: float = Field(default=1.0, gt=0)
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
-    time_budget_s: float | None = Field(default=None, gt=0)
+    time_budget_s: float | None = Field(default=120.0, gt=0)
     seed: int = 0
     device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    threads: int | None = Field(default=None, ge=1)
+    calibrate: bool = True
 
     @field_validator("device")
     @classmethod
@@ -192,6 +205,13 @@ class PipelineConfig(_Section):
             raise ValueError(f"name must use letters, digits, '_', '-' or '.', got {v!r}")
         return v
 
+    @model_validator(mode="after")
+    def _model_buildable(self) -> PipelineConfig:
+        """Checks that need several sections at once (lookback vs patch_len, the quantile list)."""
+        self.model_config_for_lstm()
+        self.train_config()
+        return self
+
     def model_config_for_lstm(self) -> ModelConfig:
         return ModelConfig(
             lookback=self.forecast.lookback, horizon=self.forecast.horizon, **self.model.model_dump()
@@ -231,7 +251,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>", *, name: str | No
     for section, env in (("source", SOURCE_URL_ENV), ("output", OUTPUT_URL_ENV)):
         if os.environ.get(env) and isinstance(data.get(section, {}), dict):
             data[section] = {**data.get(section, {}), "url": os.environ[env]}
-    for section in ("source", "output"):
+    for section in ("source", "model", "output"):
         # TOML arrays arrive as lists; the frozen models hold tuples so configs stay hashable.
         sec = data.get(section)
         if isinstance(sec, dict):

@@ -1,4 +1,8 @@
-"""Forecast: `horizon` steps after as-of for every usable series, from the trained checkpoint."""
+"""Forecast: `horizon` steps after as-of for every usable series, with a prediction interval.
+
+The forecast comes from the trained checkpoint, or, when the backtest gate chose the baseline, from
+seasonal naive with its textbook normal intervals.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,15 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
+from lstm_model.baselines import naive_quantiles
 from lstm_model.checkpoint import load_checkpoint
-from lstm_model.train import predict
+from lstm_model.panel import Panel
+from lstm_model.train import predict, quantile_pairs
 from tasks.clean import write_parquet_atomic
 from tasks.config import PipelineConfig
-from tasks.validate import load_panel
+from tasks.validate import future_names, load_panel, with_calendar
+
+SEASONAL_NAIVE = "seasonal_naive"
 
 
 @dataclass(frozen=True)
@@ -23,49 +31,89 @@ class ForecastResult:
     series: int
     rows: int
     seconds: float
+    interval: float | None  # nominal coverage of [yhat_lower, yhat_upper], None without an interval
+
+
+def horizon_index(cfg: PipelineConfig, history_path: str) -> dict[str, pd.DatetimeIndex]:
+    """The `horizon` timestamps after each series' last cleaned step."""
+    last = pd.read_parquet(history_path, columns=["series_id", "ts"]).groupby("series_id")["ts"].max()
+    offset = pd.tseries.frequencies.to_offset(cfg.data.freq)
+    return {
+        str(sid): pd.date_range(ts + offset, periods=cfg.forecast.horizon, freq=cfg.data.freq)
+        for sid, ts in last.items()
+    }
 
 
 def future_arrays(
-    cfg: PipelineConfig, future_path: str, series_ids: tuple[str, ...]
+    cfg: PipelineConfig, future_path: str, index: dict[str, pd.DatetimeIndex], series_ids: tuple[str, ...]
 ) -> list[np.ndarray] | None:
-    """Known-in-advance covariates for the horizon, one (horizon, F) array per series in panel order."""
-    names = list(cfg.source.future_covariates)
+    """Known-in-advance inputs for the horizon, one (horizon, F) array per series in panel order."""
+    names = future_names(cfg)
     if not names:
         return None
-    frame = pd.read_parquet(future_path)
-    groups = {sid: g.sort_values("ts")[names].to_numpy("float32") for sid, g in frame.groupby("series_id")}
-    missing = [sid for sid in series_ids if sid not in groups]
-    if missing:
-        raise ValueError(f"no future covariate rows for series {missing[:5]} in {future_path}")
-    return [groups[sid] for sid in series_ids]
+    source_names = list(cfg.source.future_covariates)
+    groups: dict[str, pd.DataFrame] = {}
+    if source_names:
+        frame = pd.read_parquet(future_path)
+        groups = {str(sid): g.set_index("ts")[source_names] for sid, g in frame.groupby("series_id")}
+        missing = [sid for sid in series_ids if sid not in groups]
+        if missing:
+            raise ValueError(f"no future covariate rows for series {missing[:5]} in {future_path}")
+    out = []
+    for sid in series_ids:
+        rows = pd.DataFrame({"ts": index[sid]})
+        if source_names:
+            rows = rows.join(groups[sid], on="ts")
+            if rows[source_names].isna().any().any():
+                raise ValueError(
+                    f"series {sid!r}: future covariates do not cover the horizon in {future_path}"
+                )
+        out.append(with_calendar(cfg, rows)[list(names)].to_numpy("float32"))
+    return out
+
+
+def interval_columns(quantiles: tuple[float, ...]) -> tuple[int, int, int] | None:
+    """(lower, median, upper) positions of the outermost symmetric interval, or None without one."""
+    pairs = quantile_pairs(quantiles)
+    return (pairs[0][0], quantiles.index(0.5), pairs[0][1]) if pairs else None
+
+
+def forecast_frame(
+    cfg: PipelineConfig, panel: Panel, index: dict[str, pd.DatetimeIndex], q: np.ndarray
+) -> tuple[pd.DataFrame, float | None]:
+    """Long frame (series_id, ts, yhat, yhat_lower, yhat_upper) from quantiles (n_series, horizon, Q)."""
+    levels = cfg.model_config_for_lstm().quantiles
+    if cfg.data.non_negative:
+        q = np.clip(q, 0.0, None)
+    if not np.isfinite(q).all():
+        bad = [panel.series_ids[i] for i in np.flatnonzero(~np.isfinite(q).all(axis=(1, 2)))]
+        raise FloatingPointError(f"the forecast has non-finite values for series {bad[:5]}")
+    cols = interval_columns(levels)
+    median = levels.index(0.5)
+    frames = []
+    for i, sid in enumerate(panel.series_ids):
+        part = {"series_id": sid, "ts": index[sid], "yhat": q[i, :, median]}
+        part["yhat_lower"] = q[i, :, cols[0]] if cols else np.nan
+        part["yhat_upper"] = q[i, :, cols[2]] if cols else np.nan
+        frames.append(pd.DataFrame(part))
+    coverage = round(levels[cols[2]] - levels[cols[0]], 6) if cols else None
+    return pd.concat(frames, ignore_index=True), coverage
 
 
 def make_forecast(
-    cfg: PipelineConfig, checkpoint_path: str, history_path: str, future_path: str
+    cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str
 ) -> ForecastResult:
+    """Forecast from the checkpoint, or from seasonal naive when `checkpoint_path` is None."""
     started = time.perf_counter()
-    model = load_checkpoint(checkpoint_path)
     panel = load_panel(cfg, history_path)
-    yhat = predict(model, panel, future_arrays(cfg, future_path, panel.series_ids))
-    if cfg.data.non_negative:
-        yhat = np.clip(yhat, 0.0, None)
-    if not np.isfinite(yhat).all():
-        bad = [panel.series_ids[i] for i in np.flatnonzero(~np.isfinite(yhat).all(axis=1))]
-        raise FloatingPointError(f"the model produced non-finite forecasts for series {bad[:5]}")
-    last = pd.read_parquet(history_path, columns=["series_id", "ts"]).groupby("series_id")["ts"].max()
-    offset = pd.tseries.frequencies.to_offset(cfg.data.freq)
-    horizon = cfg.forecast.horizon
-    frames = [
-        pd.DataFrame(
-            {
-                "series_id": sid,
-                "ts": pd.date_range(last[sid] + offset, periods=horizon, freq=cfg.data.freq),
-                "yhat": yhat[i],
-            }
-        )
-        for i, sid in enumerate(panel.series_ids)
-    ]
-    frame = pd.concat(frames, ignore_index=True)
+    index = horizon_index(cfg, history_path)
+    levels = cfg.model_config_for_lstm().quantiles
+    if checkpoint_path is None:
+        q = naive_quantiles(panel, cfg.forecast.horizon, cfg.data.season_length, levels)
+    else:
+        model = load_checkpoint(checkpoint_path)
+        q = predict(model, panel, future_arrays(cfg, future_path, index, panel.series_ids))
+    frame, coverage = forecast_frame(cfg, panel, index, q)
     path = Path(history_path).with_name("forecast.parquet")
     write_parquet_atomic(frame, path)
     return ForecastResult(
@@ -73,11 +121,12 @@ def make_forecast(
         series=len(panel.series_ids),
         rows=len(frame),
         seconds=round(time.perf_counter() - started, 3),
+        interval=coverage,
     )
 
 
 @task
 def forecast(
-    cfg: PipelineConfig, checkpoint_path: str, history_path: str, future_path: str
+    cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str
 ) -> ForecastResult:
     return make_forecast(cfg, checkpoint_path, history_path, future_path)

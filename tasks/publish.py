@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from prefect import task
@@ -56,6 +57,8 @@ def forecast_table(name: str, metadata: sa.MetaData) -> sa.Table:
         sa.Column("as_of", sa.DateTime(timezone=True), primary_key=True),
         sa.Column("ts", sa.DateTime(timezone=True), primary_key=True),
         sa.Column("yhat", sa.Float(precision=53), nullable=False),
+        sa.Column("yhat_lower", sa.Float(precision=53), nullable=True),
+        sa.Column("yhat_upper", sa.Float(precision=53), nullable=True),
         sa.Column("model_version", sa.Text, nullable=False),
         sa.Column("run_id", sa.Text, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -111,11 +114,20 @@ def write_forecasts(
             "as_of": as_of,
             "ts": ts.to_pydatetime(),
             "yhat": float(y),
+            "yhat_lower": None if np.isnan(lo) else float(lo),
+            "yhat_upper": None if np.isnan(hi) else float(hi),
             "model_version": run.model_version,
             "run_id": run.run_id,
             "created_at": now,
         }  # fmt: skip
-        for sid, ts, y in zip(forecasts["series_id"], forecasts["ts"], forecasts["yhat"], strict=True)
+        for sid, ts, y, lo, hi in zip(
+            forecasts["series_id"],
+            forecasts["ts"],
+            forecasts["yhat"],
+            forecasts["yhat_lower"],
+            forecasts["yhat_upper"],
+            strict=True,
+        )  # fmt: skip
     ]
     engine = create_engine(url)
     try:

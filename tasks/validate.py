@@ -10,13 +10,12 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from lstm_model.backtest import backtest, summarize
+from lstm_model.backtest import METRICS, backtest, summarize
+from lstm_model.features import calendar_features, calendar_names
 from lstm_model.panel import Panel
 from tasks._log import stage_logger
 from tasks.clean import write_parquet_atomic
 from tasks.config import PipelineConfig
-
-METRICS = ("mae", "rmse", "smape", "mase")
 
 
 @dataclass(frozen=True)
@@ -28,11 +27,25 @@ class ValidateResult:
     seconds: float
 
 
+def future_names(cfg: PipelineConfig) -> tuple[str, ...]:
+    """Known-in-advance inputs of the model: the source's future covariates, then calendar features."""
+    calendar = calendar_names(cfg.data.freq) if cfg.data.calendar else ()
+    return (*cfg.source.future_covariates, *calendar)
+
+
+def with_calendar(cfg: PipelineConfig, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (with a `ts` column) plus the calendar feature columns the config asks for."""
+    if not cfg.data.calendar:
+        return frame
+    frame = frame.reset_index(drop=True)
+    return pd.concat([frame, calendar_features(frame["ts"], cfg.data.freq)], axis=1)
+
+
 def load_panel(cfg: PipelineConfig, history_path: str) -> Panel:
-    frame = pd.read_parquet(history_path)
+    frame = with_calendar(cfg, pd.read_parquet(history_path))
     return Panel.from_frame(
         frame, series_col="series_id", time_col="ts", target_col=cfg.source.target,
-        past=cfg.source.covariates, future=cfg.source.future_covariates,
+        past=cfg.source.covariates, future=future_names(cfg),
     )  # fmt: skip
 
 
@@ -60,6 +73,38 @@ def run_backtest(cfg: PipelineConfig, history_path: str) -> ValidateResult:
 
 def metrics_table(summary: dict[str, dict[str, float]]) -> list[dict[str, object]]:
     return [{"model": model, **{m: round(v, 4) for m, v in row.items()}} for model, row in summary.items()]
+
+
+class GateFailed(RuntimeError):
+    """The LSTM lost its backtest to seasonal naive and the config says to fail rather than fall back."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    use_lstm: bool
+    lstm_mase: float
+    baseline_mase: float
+    message: str
+
+
+def decide_gate(summary: dict[str, dict[str, float]], policy: str) -> GateDecision:
+    """Keep the LSTM only if its backtest MASE is strictly below seasonal naive's (a nan MASE loses)."""
+    lstm, baseline = summary["lstm"]["mase"], summary["seasonal_naive"]["mase"]
+    wins = bool(lstm < baseline)
+    verdict = "beats" if wins else "does not beat"
+    message = f"LSTM backtest MASE {lstm:.4f} {verdict} seasonal naive's {baseline:.4f}"
+    if wins or policy == "off":
+        return GateDecision(True, lstm, baseline, message + ("" if wins else "; gate is off, using the LSTM"))
+    if policy == "fail":
+        raise GateFailed(f"{message}; forecast.gate = 'fail', so nothing is published")
+    return GateDecision(False, lstm, baseline, message + "; publishing the seasonal-naive forecast")
+
+
+@task
+def gate(cfg: PipelineConfig, summary: dict[str, dict[str, float]]) -> GateDecision:
+    decision = decide_gate(summary, cfg.forecast.gate)
+    (stage_logger().info if decision.use_lstm else stage_logger().warning)(decision.message)
+    return decision
 
 
 @task

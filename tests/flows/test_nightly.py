@@ -12,9 +12,10 @@ from prefect.client.schemas.sorting import TaskRunSort
 
 import tasks.publish
 from flows.nightly import nightly_forecast
-from tests.conftest import sensor_config_dict
+from tasks.validate import GateFailed
+from tests.conftest import seasonal_frame, sensor_config_dict, write_table
 
-STAGES = {"resolve_as_of", "extract", "clean", "validate", "train", "forecast", "publish"}
+STAGES = {"resolve_as_of", "extract", "clean", "validate", "gate", "train", "forecast", "publish"}
 
 
 @pytest.fixture
@@ -48,7 +49,8 @@ def test_nightly_flow_end_to_end_and_rerun_is_idempotent(config_path, sensor_db)
     result = state.result()
     assert result["series_forecast"] == 3 and result["rows_published"] == 3 * 12
     assert set(result["backtest"]) == {"lstm", "seasonal_naive", "naive"}
-    assert all(m["mase"] > 0 for m in result["backtest"].values())
+    assert all(m["mase"] > 0 and 0 <= m["coverage"] <= 1 for m in result["backtest"].values())
+    assert result["interval"] == pytest.approx(0.8) and result["model_version"].startswith("lstm-")
 
     runs = task_runs(state.state_details.flow_run_id)
     assert STAGES <= set(runs)
@@ -58,6 +60,8 @@ def test_nightly_flow_end_to_end_and_rerun_is_idempotent(config_path, sensor_db)
     published = pd.read_sql("select * from forecasts", engine)
     engine.dispose()
     assert len(published) == 36 and published["yhat"].notna().all()
+    assert (published["yhat_lower"] <= published["yhat"]).all()
+    assert (published["yhat"] <= published["yhat_upper"]).all()
     assert published["ts"].nunique() == 12 and set(published["run_id"]) == {result["run_id"]}
 
     again = nightly_forecast(config_path, "2016-07-15 00:00")
@@ -110,3 +114,48 @@ def test_permanent_failure_is_not_retried_and_nothing_is_published(config_path, 
         state.result(raise_on_failure=False)
     )
     assert not sa.inspect(sa.create_engine(sensor_db)).has_table("forecasts")
+
+
+@pytest.fixture
+def seasonal_config(sqlite_url, tmp_path):
+    """A config on series where the tiny LSTM cannot beat seasonal naive."""
+    write_table(sqlite_url, "readings", seasonal_frame())
+
+    def make(gate: str) -> str:
+        path = tmp_path / f"seasonal-{gate}.toml"
+        cfg = sensor_config_dict(sqlite_url, tmp_path / "work", forecast={"gate": gate})
+        path.write_bytes(tomli_w.dumps(cfg).encode())
+        return str(path)
+
+    return make
+
+
+def test_gate_publishes_seasonal_naive_when_the_lstm_loses(seasonal_config, sqlite_url):
+    state = nightly_forecast(seasonal_config("fallback"), return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    lstm, baseline = result["backtest"]["lstm"]["mase"], result["backtest"]["seasonal_naive"]["mase"]
+    assert lstm > baseline
+    assert result["model_version"] == "seasonal_naive"
+    assert result["gate"] == (
+        f"LSTM backtest MASE {lstm:.4f} does not beat seasonal naive's {baseline:.4f}; "
+        "publishing the seasonal-naive forecast"
+    )
+    runs = task_runs(state.state_details.flow_run_id)
+    assert "train" not in runs and runs["gate"].state.is_completed()
+    engine = sa.create_engine(sqlite_url)
+    published = pd.read_sql("select * from forecasts", engine)
+    metrics = pd.read_sql("select metrics from lstmcast_runs", engine)["metrics"].iloc[0]
+    engine.dispose()
+    assert len(published) == 3 * 12 and set(published["model_version"]) == {"seasonal_naive"}
+    assert (published["yhat_lower"] <= published["yhat"]).all()
+    assert "publishing the seasonal-naive forecast" in metrics
+
+
+def test_gate_set_to_fail_fails_the_run_and_publishes_nothing(seasonal_config, sqlite_url):
+    state = nightly_forecast(seasonal_config("fail"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(GateFailed, match="forecast.gate = 'fail', so nothing is published"):
+        state.result()
+    assert task_runs(state.state_details.flow_run_id)["gate"].state.is_failed()
+    assert not sa.inspect(sa.create_engine(sqlite_url)).has_table("forecasts")

@@ -130,3 +130,41 @@ def test_query_source_and_name_override():
          "forecast": {"horizon": 7, "lookback": 14}}
     )  # fmt: skip
     assert cfg.source.label == "the source query"
+
+
+def test_model_defaults_are_quantiles_with_a_gate_and_a_time_budget(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    model = cfg.model_config_for_lstm()
+    assert model.quantiles == (0.1, 0.5, 0.9) and model.instance_norm and model.patch_len == 1
+    assert cfg.forecast.gate == "fallback" and cfg.data.calendar
+    assert cfg.train_config().time_budget_s == 120.0 and cfg.train_config().precision == "auto"
+
+
+def test_model_options_from_toml_reach_the_lstm_config(tmp_path):
+    text = BASE + "\n[model]\nquantiles = [0.05, 0.5, 0.95]\npatch_len = 24\nembedding_dim = 4\n"
+    model = load_config(write(tmp_path, text)).model_config_for_lstm()
+    assert (model.quantiles, model.patch_len, model.embedding_dim) == ((0.05, 0.5, 0.95), 24, 4)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            "[model]\nquantiles = [0.1, 0.9]",
+            "model.quantiles must include 0.5 (the point forecast), got (0.1, 0.9)",
+        ),
+        ("[model]\nquantiles = [0.5, 0.1]", "model.quantiles must be strictly increasing numbers in (0, 1)"),
+        ("[model]\npatch_len = 5", "model.lookback (168) must be a multiple of model.patch_len (5)"),
+        ('[training]\nprecision = "fp16"', "'training.precision': Input should be 'auto', 'fp32' or 'bf16'"),
+    ],
+)
+def test_model_and_training_values_are_checked_with_the_key_named(tmp_path, extra, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE + "\n" + extra + "\n"))
+    assert message in str(err.value)
+
+
+def test_gate_policy_must_be_known(tmp_path):
+    path = write(tmp_path, BASE.replace("lookback = 168", 'lookback = 168\ngate = "maybe"'))
+    with pytest.raises(ConfigError, match=r"'forecast.gate': Input should be 'fallback', 'fail' or 'off'"):
+        load_config(path)

@@ -10,7 +10,7 @@ from tasks.publish import build_run_record, forecast_table, publish, write_forec
 
 def forecasts(series=("a", "b"), horizon=3, as_of="2020-01-01 00:00", level=1.0) -> pd.DataFrame:
     start = pd.Timestamp(as_of, tz="UTC")
-    return pd.concat(
+    frame = pd.concat(
         pd.DataFrame(
             {
                 "series_id": sid,
@@ -20,6 +20,7 @@ def forecasts(series=("a", "b"), horizon=3, as_of="2020-01-01 00:00", level=1.0)
         )
         for i, sid in enumerate(series)
     )
+    return frame.assign(yhat_lower=frame["yhat"] - 1.0, yhat_upper=frame["yhat"] + 1.0)
 
 
 def record(cfg, as_of="2020-01-01T00:00:00+00:00", run_id=None, version="lstm-abc"):
@@ -45,6 +46,8 @@ def republish_replaces(url: str, cfg, table: str, runs: str) -> None:
     rows = read(url, table)
     assert len(rows) == 6
     assert rows["yhat"].min() == 5.0 and set(rows["model_version"]) == {"lstm-def"}
+    assert (rows["yhat_lower"] == rows["yhat"] - 1.0).all()
+    assert (rows["yhat_upper"] == rows["yhat"] + 1.0).all()
     other = write_forecasts(url, table, runs, forecasts(as_of="2020-01-02"), record(cfg, as_of="2020-01-02"))
     assert other.replaced == 0
     rows = read(url, table)
