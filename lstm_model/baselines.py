@@ -36,9 +36,7 @@ def seasonal_naive(panel: Panel, horizon: int, season_length: int) -> np.ndarray
     return out
 
 
-def naive_quantiles(
-    panel: Panel, horizon: int, season_length: int, quantiles: Sequence[float]
-) -> np.ndarray:
+def naive_quantiles(panel: Panel, horizon: int, season_length: int, quantiles: Sequence[float]) -> np.ndarray:
     """Seasonal-naive forecast with normal prediction quantiles -> (n_series, horizon, Q) float64.
 
     The spread is the textbook one for a seasonal random walk (Hyndman & Athanasopoulos, FPP3 5.5):

@@ -16,7 +16,7 @@ import torch
 from lstm_model.config import ModelConfig, TrainConfig
 from lstm_model.model import LSTMForecaster
 from lstm_model.scaling import SeriesScaler
-from lstm_model.train import TrainResult
+from lstm_model.train import TrainResult, quantile_pairs
 
 FORMAT_VERSION = 2
 _KEYS = (
@@ -95,6 +95,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> TrainResult:
             f"checkpoint {str(path)!r}: n_inputs={n_inputs}, n_future={n_future} "
             f"do not match past_names={past_names}, future_names={future_names}"
         )
+    calibration = payload["calibration"].numpy()
+    expected = (len(quantile_pairs(model_cfg.quantiles)), model_cfg.horizon)
+    if calibration.shape != expected:
+        raise ValueError(
+            f"checkpoint {str(path)!r}: calibration has shape {calibration.shape}, expected {expected} "
+            f"(symmetric pairs of quantiles {model_cfg.quantiles}, horizon)"
+        )
     model = LSTMForecaster(n_inputs, n_future, model_cfg, n_series=payload["n_series"])
     model.load_state_dict(payload["state_dict"])
     model.eval()
@@ -109,5 +116,5 @@ def load_checkpoint(path: str | os.PathLike[str]) -> TrainResult:
         best_epoch=payload["best_epoch"],
         stopped_reason=payload["stopped_reason"],
         device=payload["device"],
-        calibration=payload["calibration"].numpy(),
+        calibration=calibration,
     )

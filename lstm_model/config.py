@@ -51,7 +51,8 @@ def _check_quantiles(value: Any) -> tuple[float, ...]:
     if not isinstance(value, tuple | list) or not value or not all(_is_number(q) for q in value):
         raise ValueError(f"model.quantiles must be a list of numbers in (0, 1), got {value!r}")
     levels = tuple(float(q) for q in value)
-    if not all(0.0 < q < 1.0 for q in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
+    increasing = all(b > a for a, b in zip(levels, levels[1:], strict=False))
+    if not increasing or not all(0.0 < q < 1.0 for q in levels):
         raise ValueError(f"model.quantiles must be strictly increasing numbers in (0, 1), got {value!r}")
     if 0.5 not in levels:
         raise ValueError(f"model.quantiles must include 0.5 (the point forecast), got {value!r}")
@@ -124,7 +125,6 @@ class ModelConfig:
         if isinstance(d.get("quantiles"), list):
             d["quantiles"] = tuple(d["quantiles"])
         return _from_dict(cls, "model", d)
-
 
 
 @dataclass(frozen=True)

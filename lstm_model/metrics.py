@@ -59,7 +59,13 @@ def mase(y: np.ndarray, yhat: np.ndarray, insample: np.ndarray, season_length: i
 
 
 def coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
-    """Share of observations inside [lower, upper]: an 80% interval should score about 0.8."""
-    y, lower = _pair(y, lower)
-    _, upper = _pair(y, upper)
+    """Share of observations inside [lower, upper] (bounds included): an 80% interval should score
+    about 0.8."""
+    y, lower, upper = (np.asarray(a, dtype=np.float64) for a in (y, lower, upper))
+    if not y.shape == lower.shape == upper.shape:
+        raise ValueError(
+            f"y, lower and upper must have the same shape, got {y.shape}, {lower.shape} and {upper.shape}"
+        )
+    if y.size == 0:
+        raise ValueError("y, lower and upper are empty")
     return float(np.mean((y >= lower) & (y <= upper)))

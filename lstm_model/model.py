@@ -43,9 +43,9 @@ class LSTMForecaster(nn.Module):
         hidden, ctx = cfg.hidden_size, cfg.context_size
         # With patches, each recurrence reads patch_len steps through a linear embedding: lookback /
         # patch_len sequential steps instead of lookback, which is where an LSTM spends its time.
-        self.patch = (
-            nn.Sequential(nn.Linear(cfg.patch_len * n_inputs, hidden), nn.ReLU()) if cfg.patch_len > 1 else None
-        )
+        self.patch = None
+        if cfg.patch_len > 1:
+            self.patch = nn.Sequential(nn.Linear(cfg.patch_len * n_inputs, hidden), nn.ReLU())
         self.lstm = nn.LSTM(
             input_size=hidden if self.patch is not None else n_inputs,
             hidden_size=hidden,
@@ -79,7 +79,9 @@ class LSTMForecaster(nn.Module):
                 f"x_past must have shape (batch, {lookback}, {self.n_inputs}), got {tuple(x_past.shape)}"
             )
         if self.embedding is not None and (series is None or tuple(series.shape) != (x_past.shape[0],)):
-            raise ValueError(f"series indices of shape ({x_past.shape[0]},) are required: the model embeds series")
+            raise ValueError(
+                f"series indices of shape ({x_past.shape[0]},) are required: the model embeds series"
+            )
         if self.n_future == 0:
             if x_future is not None and x_future.numel() != 0:
                 raise ValueError("x_future was given but the model has no future covariates")
@@ -105,7 +107,9 @@ class LSTMForecaster(nn.Module):
         centred = target - last  # (batch, lookback): the window with its level removed
         spread = torch.ones_like(last)  # (batch, 1)
         if self.cfg.instance_norm:
-            spread = target.std(dim=1, keepdim=True).clamp_min(INSTANCE_NORM_FLOOR)  # (batch, 1)
+            # Population std (correction=0): a one-step lookback has spread 0 (then the floor), not nan.
+            spread = target.std(dim=1, correction=0, keepdim=True)  # (batch, 1)
+            spread = spread.clamp_min(INSTANCE_NORM_FLOOR)  # (batch, 1)
             centred = centred / spread  # (batch, lookback): level and scale removed
         inputs = torch.cat([centred.unsqueeze(-1), x_past[:, :, 1:]], dim=2)  # (batch, lookback, n_inputs)
         if self.patch is not None:
@@ -118,7 +122,8 @@ class LSTMForecaster(nn.Module):
             summary = torch.cat([summary, self.embedding(series)], dim=1)  # (batch, hidden + embedding)
         contexts = self.context(summary)  # (batch, horizon * ctx + ctx)
         local = contexts[:, : horizon * ctx].reshape(batch, horizon, ctx)  # (batch, horizon, ctx)
-        shared = contexts[:, horizon * ctx :].unsqueeze(1).expand(batch, horizon, ctx)  # (batch, horizon, ctx)
+        shared = contexts[:, horizon * ctx :].unsqueeze(1)  # (batch, 1, ctx)
+        shared = shared.expand(batch, horizon, ctx)  # (batch, horizon, ctx)
         parts = [local, shared]
         if self.n_future > 0 and x_future is not None:  # _check_inputs guarantees it is given
             parts.append(x_future)  # (batch, horizon, n_future)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lstm_model.config import ModelConfig, TrainConfig
+from lstm_model.config import PRECISIONS, ModelConfig, TrainConfig
 from lstm_model.device import select_device
 from lstm_model.model import LSTMForecaster
 from lstm_model.panel import Panel
@@ -24,6 +24,9 @@ from lstm_model.windows import Batch, StartRanges, WindowSource, split_starts
 PREDICT_BATCH = 4096  # windows per forward pass when predicting: bounds memory for wide panels
 EVAL_BATCH_MIN = 512  # validation needs no gradients, so larger batches are cheap and faster
 GPU_DATA_FRACTION = 0.5  # keep the data on the GPU when it takes at most this share of free memory
+# Validation windows the intervals are calibrated on, at most: plenty for stable score quantiles, and it
+# bounds the (windows, horizon, Q) predictions held in memory for long panels.
+CALIBRATION_WINDOWS = 20_000
 
 
 @dataclass
@@ -69,13 +72,32 @@ def torch_threads(n: int | None) -> Iterator[int]:
 
 
 def use_bf16(device: torch.device, precision: str) -> bool:
-    """bf16 autocast on CUDA devices that support it; fp32 on the CPU, where bf16 LSTMs are slower."""
-    if precision == "fp32" or device.type != "cuda":
+    """Whether to train under bf16 autocast.
+
+    'auto' uses it on CUDA devices with native bf16 (compute capability 8.0+, or ROCm) and fp32 elsewhere:
+    on the CPU bf16 LSTMs are slower, and older GPUs only emulate bf16, slowly. An explicit 'bf16' that
+    cannot be honoured is an error, like an explicit 'cuda' without a GPU, not a silent fp32 run.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
         return False
-    supported = torch.cuda.is_bf16_supported()
-    if precision == "bf16" and not supported:
-        raise RuntimeError(f"train.precision 'bf16' requested but {device} does not support bfloat16")
-    return supported
+    if device.type != "cuda":
+        if precision == "bf16":
+            raise ValueError(
+                f"train.precision 'bf16' needs a CUDA device, but the device is {device}; "
+                "use 'auto' or 'fp32'"
+            )
+        return False
+    if torch.version.hip:
+        return True
+    major, minor = torch.cuda.get_device_capability(device)
+    if precision == "bf16" and major < 8:
+        raise RuntimeError(
+            f"train.precision 'bf16' requested but {device} (compute capability {major}.{minor}) has no "
+            "native bfloat16; use 'auto' or 'fp32'"
+        )
+    return major >= 8
 
 
 def pinball_loss(pred: torch.Tensor, y: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -85,9 +107,26 @@ def pinball_loss(pred: torch.Tensor, y: torch.Tensor, levels: torch.Tensor) -> t
 
 
 def quantile_pairs(levels: Sequence[float]) -> list[tuple[int, int]]:
-    """Index pairs (lower, upper) of symmetric quantiles, e.g. (0.1, 0.9): each one is an interval."""
-    n = len(levels)
-    return [(i, n - 1 - i) for i in range(n // 2) if math.isclose(levels[i] + levels[n - 1 - i], 1.0)]
+    """Index pairs (lower, upper) of symmetric quantiles, e.g. (0.1, 0.9), outermost first: each one is a
+    central interval. Pairs are matched by value, so (0.1, 0.2, 0.5, 0.8) still pairs 0.2 with 0.8; a
+    level without its mirror image is in no pair and is left uncalibrated."""
+    pairs = []
+    for lo, q in enumerate(levels):
+        hi = next((j for j, p in enumerate(levels) if math.isclose(q + p, 1.0)), None)
+        if q < 0.5 and hi is not None:
+            pairs.append((lo, hi))
+    return sorted(pairs, key=lambda pair: levels[pair[0]])
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """torch.device("cuda") means the current GPU, which a tensor reports as "cuda:N": plain == would call
+    them different and copy (and try to pin) a batch that is already on the GPU."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 
 class _Runner:
@@ -99,7 +138,7 @@ class _Runner:
 
     def batch(self, starts: np.ndarray) -> Batch:
         batch = self.source.gather(starts)
-        return batch if batch.y.device == self.device else batch.to(self.device)
+        return batch if _same_device(batch.y.device, self.device) else batch.to(self.device)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         series = batch.series if self.embeds else None
@@ -119,6 +158,12 @@ class _Runner:
         if not preds:
             return np.empty((0, horizon, q), np.float32), np.empty((0, horizon), np.float32)
         return np.concatenate(preds), np.concatenate(ys)
+
+
+def _evaluate(run: _Runner, starts: np.ndarray, batch_size: int, levels: torch.Tensor) -> float:
+    """Mean pinball loss (scaled target) over the windows at `starts`: the early-stopping score."""
+    pred, y = run.predict_scaled(starts, batch_size)
+    return float(pinball_loss(torch.from_numpy(pred), torch.from_numpy(y), levels.cpu()))
 
 
 def _check_trainable(panel: Panel, model_cfg: ModelConfig, train_cfg: TrainConfig) -> StartRanges:
@@ -152,29 +197,40 @@ def conformal_widths(
     """Split-conformal corrections (CQR, Romano et al. 2019) per interval and horizon step.
 
     For an interval (lo, hi) with nominal coverage c, the score of a window is max(lo - y, y - hi);
-    adding its ceil((n + 1) c) / n empirical quantile to both ends makes the interval cover a new
-    window with probability >= c when windows are exchangeable. Negative values narrow intervals
-    that were too wide. pred (n, horizon, Q), y (n, horizon) -> (len(pairs), horizon).
+    adding the ceil((n + 1) c)-th smallest of the n scores to both ends makes the interval cover a new
+    window with probability >= c when windows are exchangeable (with too few windows for that rank, the
+    largest score is used). Negative values narrow intervals that were too wide.
+    pred (n, horizon, Q), y (n, horizon) -> (len(pairs), horizon).
     """
     n, horizon = y.shape
     out = np.zeros((len(pairs), horizon), dtype=np.float64)
     if n == 0:
         return out
+    y = np.asarray(y, dtype=np.float64)
     for k, (lo, hi) in enumerate(pairs):
         coverage = levels[hi] - levels[lo]
         scores = np.maximum(pred[:, :, lo] - y, y - pred[:, :, hi])  # (n, horizon)
-        level = min(1.0, math.ceil((n + 1) * coverage) / n)
-        out[k] = np.quantile(scores, level, axis=0, method="higher")
+        # The epsilon keeps float noise (5 * (0.8 - 0.2) = 3.0000000000000004) from adding a rank.
+        rank = min(n, max(1, math.ceil((n + 1) * coverage - 1e-9)))
+        out[k] = np.sort(scores, axis=0)[rank - 1]
     return out
 
 
 def apply_calibration(scaled: np.ndarray, calibration: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Widen each interval by its correction, then sort so quantiles never cross. scaled (n, horizon, Q)."""
+    """Widen each interval by its correction (narrow it by a negative one), then sort so quantiles never
+    cross. scaled (n, horizon, Q), calibration (n_pairs, horizon) from `conformal_widths` -> float64."""
     out = np.array(scaled, dtype=np.float64)
-    for k, (lo, hi) in enumerate(quantile_pairs(levels)):
-        if k < len(calibration):
-            out[:, :, lo] -= calibration[k]
-            out[:, :, hi] += calibration[k]
+    pairs = quantile_pairs(levels)
+    calibration = np.asarray(calibration, dtype=np.float64)
+    expected = (len(pairs), out.shape[1])
+    if calibration.shape != expected:
+        raise ValueError(
+            f"calibration must have shape {expected} (symmetric quantile pairs of {tuple(levels)}, "
+            f"horizon), got {calibration.shape}"
+        )
+    for k, (lo, hi) in enumerate(pairs):
+        out[:, :, lo] -= calibration[k]
+        out[:, :, hi] += calibration[k]
     return np.sort(out, axis=-1)
 
 
@@ -207,7 +263,8 @@ def _fit(
     bf16 = use_bf16(device, train_cfg.precision)
 
     scaler = SeriesScaler().fit(panel)
-    source = _place_data(WindowSource.from_panel(panel, model_cfg.lookback, model_cfg.horizon, scaler), device)
+    source = WindowSource.from_panel(panel, model_cfg.lookback, model_cfg.horizon, scaler)
+    source = _place_data(source, device)
     _, val_ranges = source.split(train_cfg.val_fraction)
     val_starts = val_ranges.evenly(train_cfg.max_val_windows)
 
@@ -226,10 +283,6 @@ def _fit(
     )
     eval_batch = max(train_cfg.batch_size, EVAL_BATCH_MIN)
     budget = train_cfg.time_budget_s
-
-    def val_loss() -> float:
-        pred, y = run.predict_scaled(val_starts, eval_batch)
-        return float(pinball_loss(torch.from_numpy(pred), torch.from_numpy(y), levels.cpu()))
 
     history: list[dict[str, Any]] = []
     best_val, best_epoch, bad_epochs = math.inf, 0, 0
@@ -266,7 +319,7 @@ def _fit(
             raise FloatingPointError(
                 f"training loss became {train_loss} in epoch {epoch}; try a lower learning_rate or grad_clip"
             )
-        epoch_val = val_loss()
+        epoch_val = _evaluate(run, val_starts, eval_batch, levels)
         if not math.isfinite(epoch_val):
             raise FloatingPointError(f"validation loss became {epoch_val} in epoch {epoch}")
 
@@ -299,7 +352,8 @@ def _fit(
     pairs = quantile_pairs(model_cfg.quantiles)
     calibration = np.zeros((len(pairs), model_cfg.horizon))
     if train_cfg.calibrate:
-        pred, y = run.predict_scaled(val_ranges.all(), eval_batch)
+        starts = val_ranges.evenly(max(train_cfg.max_val_windows, CALIBRATION_WINDOWS))
+        pred, y = run.predict_scaled(starts, eval_batch)
         calibration = conformal_widths(pred, y, model_cfg.quantiles, pairs)
     model.cpu().eval()
     return TrainResult(
@@ -349,15 +403,11 @@ def _check_future(
     return np.stack(arrays)  # (n_series, horizon, F)
 
 
-def _unscale(result: TrainResult, series_ids: Sequence[str], scaled: np.ndarray) -> np.ndarray:
-    """Calibrated, sorted quantiles in original units; scaled (n, ..., horizon, Q), one row per series."""
-    levels = result.model_config.quantiles
-    shape = scaled.shape
-    flat = scaled.reshape(-1, shape[-2], shape[-1])  # (n * ..., horizon, Q)
-    flat = apply_calibration(flat, result.calibration, levels).reshape(shape)
-    mean, std = result.scaler.feature_stats(series_ids)  # each (n, 1+P+F)
-    extra = (1,) * (len(shape) - 1)
-    return flat * std[:, 0].reshape(-1, *extra) + mean[:, 0].reshape(-1, *extra)
+def _unscale(result: TrainResult, scaled: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Calibrated, sorted quantiles in original units; scaled (n, horizon, Q), mean and std (n,): the
+    target statistics of each window's series."""
+    q = apply_calibration(scaled, result.calibration, result.model_config.quantiles)  # (n, horizon, Q)
+    return q * std[:, None, None] + mean[:, None, None]
 
 
 def predict(result: TrainResult, panel: Panel, future: Sequence[np.ndarray] | None = None) -> np.ndarray:
@@ -382,7 +432,9 @@ def predict(result: TrainResult, panel: Panel, future: Sequence[np.ndarray] | No
         series_ids=tail.series_ids,
         # The horizon's targets and past covariates are unknown; zeros fill the rows the model never reads.
         target=tuple(np.concatenate([y, np.zeros(horizon, np.float32)]) for y in tail.target),
-        past_covariates=tuple(np.concatenate([p, np.zeros((horizon, n_past), np.float32)]) for p in tail.past_covariates),
+        past_covariates=tuple(
+            np.concatenate([p, np.zeros((horizon, n_past), np.float32)]) for p in tail.past_covariates
+        ),
         future_covariates=tuple(
             np.concatenate([f, fut[i] if fut is not None else np.zeros((horizon, n_future), np.float32)])
             for i, f in enumerate(tail.future_covariates)
@@ -412,12 +464,9 @@ def predict_origins(result: TrainResult, panel: Panel, origins: np.ndarray) -> n
     model = result.model.eval()
     device = next(model.parameters()).device
     runner = _Runner(model, source.to(device), device, bf16=False)
-    scaled, _ = runner.predict_scaled(starts, PREDICT_BATCH)
-    rows = np.repeat(np.arange(panel.n_series), valid.sum(axis=1))
+    scaled, _ = runner.predict_scaled(starts, PREDICT_BATCH)  # (n_valid, horizon, Q)
+    rows = np.repeat(np.arange(panel.n_series), valid.sum(axis=1))  # series of each valid window
+    mean, std = result.scaler.feature_stats(panel.series_ids)  # each (n_series, 1+P+F)
     out = np.full((panel.n_series, len(origins), horizon, len(cfg.quantiles)), np.nan)
-    for i in range(panel.n_series):
-        mine = rows == i
-        if mine.any():
-            out[i, valid[i]] = _unscale(result, [panel.series_ids[i]], scaled[mine][None])[0]
+    out[valid] = _unscale(result, scaled, mean[rows, 0], std[rows, 0])  # row-major, like `starts`
     return out
-

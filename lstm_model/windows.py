@@ -150,9 +150,9 @@ class WindowSource:
 
     def to(self, device: torch.device) -> WindowSource:
         """Same source with the data on `device`, so batches are gathered there (no per-batch copy)."""
+        values = self.values.to(device)
         return WindowSource(
-            self.values.to(device), self.offsets, self.lookback, self.horizon, self.n_past, self.n_future,
-            self.codes,
+            values, self.offsets, self.lookback, self.horizon, self.n_past, self.n_future, self.codes
         )
 
     def split(self, val_fraction: float) -> tuple[StartRanges, StartRanges]:
@@ -173,17 +173,22 @@ class WindowSource:
         x_future = block[:, lb:, 1 + self.n_past :]  # (batch, horizon, F)
         y = block[:, lb:, 0]  # (batch, horizon)
         series = torch.as_tensor(self.codes[self.series_of(starts)], device=self.values.device)  # (batch,)
-        return Batch(x_past.contiguous(), x_future.contiguous(), y.contiguous(), series)
+        # Copies, not .contiguous(): an empty x_future (no future covariates) already counts as
+        # contiguous, and that view would keep the whole gathered block alive with the batch.
+        fields = (t.clone(memory_format=torch.contiguous_format) for t in (x_past, x_future, y))
+        return Batch(*fields, series)
 
 
 class Batch(NamedTuple):
     x_past: torch.Tensor  # (batch, lookback, 1+P+F)
     x_future: torch.Tensor  # (batch, horizon, F)
     y: torch.Tensor  # (batch, horizon): scaled targets
-    series: torch.Tensor  # (batch,) int64: series index in panel order
+    series: torch.Tensor  # (batch,) int64: embedding row (scaler position; panel order without a scaler)
 
     def to(self, device: torch.device) -> Batch:
-        """Copy to `device` through pinned memory, so the copy overlaps with compute."""
+        """Copy to `device`; host tensors bound for CUDA go through pinned memory, so the copy overlaps
+        with compute. Only host memory can be pinned, so tensors already on a GPU are copied directly."""
         if device.type != "cuda":
             return Batch(*(t.to(device) for t in self))
-        return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in self))
+        pinned = (t.pin_memory() if t.device.type == "cpu" else t for t in self)
+        return Batch(*(t.to(device, non_blocking=True) for t in pinned))

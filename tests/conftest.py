@@ -65,6 +65,7 @@ TINY_TRAINING = {
     "patience": 2,
     "seed": 0,
     "device": "cpu",
+    "threads": 1,  # tiny models gain nothing from more threads, and tests share the machine
 }
 
 

@@ -76,6 +76,18 @@ def tiny_model() -> ModelConfig:
     return ModelConfig(lookback=12, horizon=4, hidden_size=8, num_layers=2, dropout=0.1)
 
 
+def tiny_train_config(**overrides) -> TrainConfig:
+    """A few CPU steps on one thread: fit's default (threads=None: every core) would override the
+    fixture above, and 2 threads on a busy 2-core machine made one tiny fit take ~10 s instead of 0.1 s."""
+    kwargs = dict(max_epochs=2, steps_per_epoch=3, batch_size=16, max_val_windows=64, device="cpu", threads=1)
+    return TrainConfig(**{**kwargs, **overrides})
+
+
+@pytest.fixture(scope="session")
+def make_train() -> Callable[..., TrainConfig]:
+    return tiny_train_config
+
+
 @pytest.fixture
 def tiny_train() -> TrainConfig:
-    return TrainConfig(max_epochs=2, steps_per_epoch=3, batch_size=16, max_val_windows=64, device="cpu")
+    return tiny_train_config()

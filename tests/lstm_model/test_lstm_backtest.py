@@ -1,4 +1,6 @@
+import dataclasses
 import importlib
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -12,7 +14,9 @@ from lstm_model.config import ModelConfig, TrainConfig
 backtest_mod = importlib.import_module("lstm_model.backtest")
 
 MODEL = ModelConfig(lookback=8, horizon=4, hidden_size=8, num_layers=1, dropout=0.0)
-TRAIN = TrainConfig(max_epochs=2, steps_per_epoch=2, batch_size=16, max_val_windows=32, device="cpu")
+TRAIN = TrainConfig(
+    max_epochs=2, steps_per_epoch=2, batch_size=16, max_val_windows=32, device="cpu", threads=1
+)
 SEASON = 6
 
 
@@ -41,7 +45,17 @@ def ragged_run(make_panel):
 
 def test_backtest_frame_layout(ragged_run):
     _, df, calls = ragged_run
-    assert list(df.columns) == ["fold", "cutoff", "series_id", "model", "mae", "rmse", "smape", "mase"]
+    assert list(df.columns) == [
+        "fold",
+        "cutoff",
+        "series_id",
+        "model",
+        "mae",
+        "rmse",
+        "smape",
+        "mase",
+        "coverage",
+    ]
     assert calls == [(1, 3), (2, 3), (3, 3)]  # progress: folds done so far, total
     per_fold = df.groupby("fold")["series_id"].unique().map(sorted).to_dict()
     assert per_fold == {0: ["s0", "s1"], 1: ["s0", "s1", "s2"], 2: ["s0", "s1", "s2"]}
@@ -50,6 +64,8 @@ def test_backtest_frame_layout(ragged_run):
     models = df.groupby(["fold", "series_id"])["model"].apply(list)
     assert all(m == ["lstm", "seasonal_naive", "naive"] for m in models)
     assert np.isfinite(df[["mae", "rmse", "smape", "mase"]].to_numpy()).all()
+    # share of the 4 test steps inside the (0.1, 0.9) interval
+    assert df["coverage"].isin([0.0, 0.25, 0.5, 0.75, 1.0]).all()
 
 
 def test_baseline_rows_equal_independent_computation(ragged_run):
@@ -60,11 +76,17 @@ def test_baseline_rows_equal_independent_computation(ragged_run):
         y = panel.target[panel.index(row.series_id)].astype(np.float64)
         local_cut = row.cutoff - (n_steps - len(y))  # series are aligned at the end
         history, actual = y[:local_cut], y[local_cut : local_cut + h]
+        lag = 1 if row.model == "naive" else SEASON
         if row.model == "naive":
             forecast = np.full(h, history[-1])
         else:
             forecast = np.array([history[len(history) - SEASON + (k % SEASON)] for k in range(h)])
         err = actual - forecast
+        # normal interval of a (seasonal) random walk: sigma * sqrt(seasons ahead) around the point
+        sigma = np.sqrt(np.mean((history[lag:] - history[:-lag]) ** 2))
+        half = NormalDist().inv_cdf(0.9) * sigma * np.sqrt(np.arange(h) // lag + 1)
+        inside = (actual >= forecast - half) & (actual <= forecast + half)
+        assert row.coverage == pytest.approx(inside.mean(), abs=1e-12)
         scale = np.mean(np.abs(history[SEASON:] - history[:-SEASON]))
         assert row.mae == pytest.approx(np.mean(np.abs(err)), rel=1e-12)
         assert row.rmse == pytest.approx(np.sqrt(np.mean(err**2)), rel=1e-12)
@@ -118,11 +140,22 @@ def test_summarize_means_per_model():
             "rmse": [1.0, 1.0, 1.0, 1.0],
             "smape": [10.0, 20.0, 30.0, 40.0],
             "mase": [0.5, np.nan, 1.5, 2.0],
+            "coverage": [0.5, 1.0, 1.0, np.nan],
         }
     )
     s = summarize(df)
-    assert list(s.index) == ["lstm", "naive"] and list(s.columns) == ["mae", "rmse", "smape", "mase"]
+    assert list(s.index) == ["lstm", "naive"]
+    assert list(s.columns) == ["mae", "rmse", "smape", "mase", "coverage"]
+    assert s.loc["lstm", "coverage"] == 0.75 and s.loc["naive", "coverage"] == 1.0
     assert s.loc["lstm", "mae"] == 2.0 and s.loc["naive", "mae"] == 4.0
     assert s.loc["naive", "smape"] == 30.0 and s.loc["naive", "mase"] == 2.0  # nan MASE skipped
     with pytest.raises(ValueError, match="^backtest frame is missing column 'mase'$"):
         summarize(df.drop(columns="mase"))
+
+
+def test_coverage_is_nan_without_a_symmetric_interval(make_panel):
+    panel = make_panel(n_series=2, length=40, period=SEASON)
+    cfg = dataclasses.replace(MODEL, quantiles=(0.5,))  # a point forecast only
+    df = backtest(panel, cfg, TRAIN, n_folds=1, season_length=SEASON)
+    assert len(df) == 2 * 3 and df["coverage"].isna().all()
+    assert np.isfinite(df["mae"]).all()

@@ -1,7 +1,9 @@
+from statistics import NormalDist
+
 import numpy as np
 import pytest
 
-from lstm_model.baselines import naive, seasonal_naive
+from lstm_model.baselines import naive, naive_quantiles, seasonal_naive
 from lstm_model.panel import Panel
 
 
@@ -42,3 +44,39 @@ def test_invalid_arguments(horizon, season, message):
     with pytest.raises(ValueError) as exc:
         seasonal_naive(panel_of([1, 2, 3]), horizon, season)
     assert str(exc.value) == message
+    with pytest.raises(ValueError) as exc:
+        naive_quantiles(panel_of([1, 2, 3]), horizon, season, (0.1, 0.5, 0.9))
+    assert str(exc.value) == message
+
+
+LEVELS = (0.1, 0.5, 0.9)
+Z90 = NormalDist().inv_cdf(0.9)
+
+
+def test_naive_quantiles_median_is_the_seasonal_naive_forecast():
+    panel = panel_of([1, 2, 3, 4, 5], [7, 8], [9], [3, 1, 4, 1, 5, 9, 2, 6])
+    q = naive_quantiles(panel, horizon=5, season_length=2, quantiles=LEVELS)
+    assert q.shape == (4, 5, 3) and q.dtype == np.float64
+    np.testing.assert_array_equal(q[..., 1], seasonal_naive(panel, 5, 2))
+    np.testing.assert_array_equal(naive_quantiles(panel, 3, 1, LEVELS)[..., 1], naive(panel, 3))
+
+
+def test_naive_quantiles_spread_grows_with_the_square_root_of_seasons_ahead():
+    y = [0.0, 1.0, 0.0, 3.0, 0.0, 5.0]
+    # lag-2 differences 0, 2, 0, 2 -> sigma = sqrt(mean([0, 4, 0, 4])) = sqrt(2)
+    q = naive_quantiles(panel_of(y), horizon=5, season_length=2, quantiles=LEVELS)[0]
+    seasons_ahead = np.array([1, 1, 2, 2, 3])
+    np.testing.assert_allclose(q[:, 1], [0.0, 5.0, 0.0, 5.0, 0.0])
+    np.testing.assert_allclose(q[:, 2] - q[:, 1], Z90 * np.sqrt(2) * np.sqrt(seasons_ahead))
+    np.testing.assert_allclose(q[:, 1] - q[:, 0], q[:, 2] - q[:, 1])  # symmetric levels, symmetric spread
+    # naive (season 1): lag-1 differences 1, -1, 3, -3, 5 -> sigma = sqrt(45 / 5) = 3, spread 3 * sqrt(h)
+    q = naive_quantiles(panel_of(y), horizon=4, season_length=1, quantiles=LEVELS)[0]
+    np.testing.assert_allclose(q[:, 2] - q[:, 1], Z90 * 3.0 * np.sqrt([1, 2, 3, 4]))
+
+
+def test_naive_quantiles_short_series():
+    # shorter than a season: lag 1 (differences 2, -1 -> sigma = sqrt(2.5)); a single value has no spread
+    q = naive_quantiles(panel_of([1.0, 3.0, 2.0], [4.0]), horizon=2, season_length=5, quantiles=LEVELS)
+    np.testing.assert_allclose(q[0, :, 1], [2.0, 2.0])
+    np.testing.assert_allclose(q[0, :, 2] - q[0, :, 1], Z90 * np.sqrt(2.5) * np.sqrt([1, 2]))
+    np.testing.assert_array_equal(q[1], np.full((2, 3), 4.0))

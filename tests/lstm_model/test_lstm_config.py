@@ -7,7 +7,19 @@ from lstm_model.config import ModelConfig, TrainConfig
 
 def test_defaults_match_the_documented_interface():
     m = ModelConfig(lookback=168, horizon=48)
-    assert (m.hidden_size, m.num_layers, m.dropout) == (64, 2, 0.1)
+    assert m.to_dict() == {
+        "lookback": 168,
+        "horizon": 48,
+        "hidden_size": 64,
+        "num_layers": 2,
+        "dropout": 0.1,
+        "context_size": 16,
+        "instance_norm": True,
+        "patch_len": 1,
+        "embedding_dim": 0,
+        "quantiles": [0.1, 0.5, 0.9],
+    }
+    assert m.quantiles == (0.1, 0.5, 0.9) and m.median_index == 1
     t = TrainConfig()
     assert t.to_dict() == {
         "max_epochs": 30,
@@ -22,6 +34,9 @@ def test_defaults_match_the_documented_interface():
         "time_budget_s": None,
         "seed": 0,
         "device": "auto",
+        "precision": "auto",
+        "threads": None,
+        "calibrate": True,
     }
 
 
@@ -37,6 +52,27 @@ def test_defaults_match_the_documented_interface():
         ({"dropout": 1.0}, "model.dropout must be a number >= 0.0 and < 1.0, got 1.0"),
         ({"dropout": -0.1}, "model.dropout must be a number >= 0.0 and < 1.0, got -0.1"),
         ({"dropout": float("nan")}, "model.dropout must be a number >= 0.0 and < 1.0, got nan"),
+        ({"context_size": 0}, "model.context_size must be a positive integer, got 0"),
+        ({"patch_len": 0}, "model.patch_len must be a positive integer, got 0"),
+        ({"patch_len": 5}, "model.lookback (24) must be a multiple of model.patch_len (5)"),
+        ({"embedding_dim": -1}, "model.embedding_dim must be an integer >= 0, got -1"),
+        ({"instance_norm": 1}, "model.instance_norm must be true or false, got 1"),
+        ({"quantiles": 0.5}, "model.quantiles must be a list of numbers in (0, 1), got 0.5"),
+        ({"quantiles": []}, "model.quantiles must be a list of numbers in (0, 1), got []"),
+        ({"quantiles": [0.5, True]}, "model.quantiles must be a list of numbers in (0, 1), got [0.5, True]"),
+        (
+            {"quantiles": [0.9, 0.5, 0.1]},
+            "model.quantiles must be strictly increasing numbers in (0, 1), got [0.9, 0.5, 0.1]",
+        ),
+        (
+            {"quantiles": [0.5, 0.5, 0.9]},
+            "model.quantiles must be strictly increasing numbers in (0, 1), got [0.5, 0.5, 0.9]",
+        ),
+        (
+            {"quantiles": [0.0, 0.5]},
+            "model.quantiles must be strictly increasing numbers in (0, 1), got [0.0, 0.5]",
+        ),
+        ({"quantiles": [0.1, 0.9]}, "model.quantiles must include 0.5 (the point forecast), got [0.1, 0.9]"),
     ],
 )
 def test_model_config_rejects_bad_values_naming_the_field(kwargs, message):
@@ -65,6 +101,10 @@ def test_model_config_rejects_bad_values_naming_the_field(kwargs, message):
         ({"time_budget_s": float("inf")}, "train.time_budget_s must be a number > 0.0, got inf"),
         ({"device": "tpu"}, "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
         ({"device": "cuda:x"}, "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'cuda:x'"),
+        ({"precision": "fp16"}, "train.precision must be one of ('auto', 'fp32', 'bf16'), got 'fp16'"),
+        ({"threads": 0}, "train.threads must be a positive integer, got 0"),
+        ({"threads": 1.5}, "train.threads must be a positive integer, got 1.5"),
+        ({"calibrate": "yes"}, "train.calibrate must be true or false, got 'yes'"),
     ],
 )
 def test_train_config_rejects_bad_values_naming_the_field(kwargs, message):
@@ -87,8 +127,19 @@ def test_configs_are_frozen():
 
 
 def test_dict_round_trip():
-    m = ModelConfig(lookback=24, horizon=6, hidden_size=16, num_layers=1, dropout=0.0)
-    t = TrainConfig(max_epochs=3, time_budget_s=12.5, device="cpu", seed=7)
+    m = ModelConfig(
+        lookback=24,
+        horizon=6,
+        hidden_size=16,
+        num_layers=1,
+        dropout=0.0,
+        patch_len=4,
+        embedding_dim=3,
+        instance_norm=False,
+        quantiles=[0.05, 0.5, 0.95],  # a YAML list becomes a tuple
+    )
+    assert m.quantiles == (0.05, 0.5, 0.95) and m.median_index == 1
+    t = TrainConfig(max_epochs=3, time_budget_s=12.5, device="cpu", seed=7, precision="fp32", threads=2)
     assert ModelConfig.from_dict(m.to_dict()) == m
     assert TrainConfig.from_dict(t.to_dict()) == t
 

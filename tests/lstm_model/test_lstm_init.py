@@ -29,6 +29,10 @@ def test_public_names_are_exported():
         "SeriesScaler",
         "LSTMForecaster",
         "select_device",
+        "naive_quantiles",
+        "coverage",
+        "predict_origins",
+        "WindowSource",
     ):
         assert name in lstm_model.__all__ and hasattr(lstm_model, name)
 

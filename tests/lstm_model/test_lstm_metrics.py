@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from lstm_model.metrics import mae, mase, rmse, smape
+from lstm_model.metrics import coverage, mae, mase, rmse, smape
 
 Y, YHAT = np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 5.0])
 
@@ -35,6 +35,18 @@ def test_mase_falls_back_to_lag_one_and_is_nan_when_undefined():
     assert math.isnan(mase(Y, YHAT, np.array([4.0, 4.0, 4.0]), season_length=1))  # zero scale
     assert math.isnan(mase(Y, YHAT, np.array([1.0, 2.0, 1.0, 2.0]), season_length=2))  # perfectly periodic
     assert math.isnan(mase(Y, YHAT, np.array([1.0]), season_length=1))  # no scale at all
+
+
+def test_coverage_by_hand_with_inclusive_bounds():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    lower, upper = np.array([0.0, 2.0, 3.5, 0.0]), np.array([2.0, 2.5, 5.0, 3.9])
+    assert coverage(y, lower, upper) == 0.5  # 1 inside, 2 on the lower edge; 3 below, 4 above
+    assert coverage(y, y, y) == 1.0
+    with pytest.raises(ValueError) as exc:
+        coverage(y, lower, upper[:3])
+    assert str(exc.value) == "y, lower and upper must have the same shape, got (4,), (4,) and (3,)"
+    with pytest.raises(ValueError, match="^y, lower and upper are empty$"):
+        coverage([], [], [])
 
 
 def test_input_validation():

@@ -6,7 +6,7 @@ import torch
 
 from lstm_model.panel import Panel
 from lstm_model.scaling import SeriesScaler
-from lstm_model.windows import StartRanges, WindowSource, n_val_steps, split_starts, valid_start_counts
+from lstm_model.windows import Batch, StartRanges, WindowSource, n_val_steps, split_starts, valid_start_counts
 
 
 def indexed_panel(lengths, n_past=1, n_future=1) -> Panel:
@@ -68,10 +68,13 @@ def test_gather_returns_the_right_slices():
     source = WindowSource.from_panel(panel, lookback=4, horizon=3)
     assert source.values.dtype == torch.float32 and tuple(source.values.shape) == (32, 4)
     starts = np.array([0, 13, 20, 25])
-    x_past, x_future, y = source.gather(starts)
+    batch = source.gather(starts)
+    assert isinstance(batch, Batch)
+    x_past, x_future, y, series = batch
     assert tuple(x_past.shape) == (4, 4, 4)  # (batch, lookback, 1 + P + F)
     assert tuple(x_future.shape) == (4, 3, 1)  # (batch, horizon, F)
     assert tuple(y.shape) == (4, 3)
+    assert series.dtype == torch.int64 and series.tolist() == [0, 0, 1, 1]  # rows 20.. belong to s1
     for b, s in enumerate(starts):
         np.testing.assert_array_equal(x_past[b, :, 0], np.arange(s, s + 4))
         np.testing.assert_array_equal(x_past[b, :, 1], 1000 + np.arange(s, s + 4))
@@ -91,10 +94,25 @@ def test_from_panel_scales_each_series_with_its_own_statistics(make_panel):
 
 def test_gather_without_covariates_has_empty_future():
     source = WindowSource.from_panel(indexed_panel([10], n_past=0, n_future=0), lookback=3, horizon=2)
-    x_past, x_future, y = source.gather(np.array([0, 5]))
-    assert tuple(x_past.shape) == (2, 3, 1)
-    assert tuple(x_future.shape) == (2, 2, 0)
-    assert tuple(y.shape) == (2, 2)
+    batch = source.gather(np.array([0, 5]))
+    assert tuple(batch.x_past.shape) == (2, 3, 1)
+    assert tuple(batch.x_future.shape) == (2, 2, 0)
+    assert tuple(batch.y.shape) == (2, 2)
+    assert tuple(batch.series.shape) == (2,)
+
+
+def test_batches_name_series_by_their_position_in_the_scaler():
+    """The series embedding was trained on scaler positions, so a reordered or partial panel must
+    still map each series to its own row (and `to` must keep the mapping)."""
+    panel = indexed_panel([8, 6, 7])
+    scaler = SeriesScaler().fit(panel)
+    plain = WindowSource.from_panel(panel.select(["s2", "s0"]), lookback=2, horizon=1)
+    scaled = WindowSource.from_panel(panel.select(["s2", "s0"]), lookback=2, horizon=1, scaler=scaler)
+    starts = np.array([0, 4, 7, 10])  # s2 occupies rows 0..6, s0 rows 7..14
+    np.testing.assert_array_equal(plain.series_of(starts), [0, 0, 1, 1])
+    assert plain.gather(starts).series.tolist() == [0, 0, 1, 1]  # panel order without a scaler
+    assert scaled.gather(starts).series.tolist() == [2, 2, 0, 0]
+    assert scaled.to(torch.device("cpu")).gather(starts).series.tolist() == [2, 2, 0, 0]
 
 
 def test_sampling_is_seeded_uniform_and_only_from_the_given_windows():
@@ -116,23 +134,53 @@ def test_evenly_caps_validation_windows_deterministically():
     np.testing.assert_array_equal(ranges.evenly(5), [0, 100, 110, 119, 129])
 
 
+def storage_bytes(obj) -> int:
+    """Bytes behind every tensor and array an object holds (a tensor's whole storage, not its view)."""
+    total = 0
+    for value in vars(obj).values():
+        if isinstance(value, torch.Tensor):
+            total += value.untyped_storage().nbytes()
+        elif isinstance(value, np.ndarray):
+            total += value.nbytes
+    return total
+
+
 def test_memory_is_one_times_the_data_not_times_lookback():
-    n, lookback, horizon = 2_000_000, 168, 24
+    """2,000,000 steps with lookback 512: materialised windows would need n_windows x lookback x 4 bytes
+    (about 4 GB); the source holds the scaled data once and a batch holds only its own windows."""
+    n, lookback, horizon, batch = 2_000_000, 512, 24, 256
+    window = lookback + horizon
     y = np.sin(np.arange(n, dtype=np.float32) / 24)
     panel = Panel(("long",), (y,), (np.zeros((n, 0), np.float32),), (np.zeros((n, 0), np.float32),))
     scaler = SeriesScaler().fit(panel)
     data_bytes = n * 4
+    n_windows = n - window + 1
 
     tracemalloc.start()
     source = WindowSource.from_panel(panel, lookback, horizon, scaler)
     train, val = source.split(0.1)
-    _, peak = tracemalloc.get_traced_memory()
+    _, build_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
     assert source.values.numpy().nbytes == data_bytes  # exactly one copy of the (scaled) data
     np.testing.assert_array_equal(source.values.numpy()[-999:, 0], scaler.transform_target("long", y[-999:]))
-    assert peak < 1.5 * data_bytes  # building it never held more than ~1x, let alone lookback x
+    assert build_peak < 1.5 * data_bytes  # building it never held more than ~1x, let alone lookback x
+    # Everything the source keeps, torch storages included (tracemalloc sees only numpy's allocations):
+    # the data plus a few small arrays.
+    assert storage_bytes(source) < data_bytes + 64 * 1024
     assert train.first.nbytes + train.count.nbytes + val.first.nbytes + val.count.nbytes <= 64  # O(series)
-    assert train.total + val.total == n - lookback - horizon + 1
-    x_past, x_future, y_batch = source.gather(train.sample(np.random.default_rng(0), 256))
-    assert x_past.numel() + x_future.numel() + y_batch.numel() == 256 * (lookback + horizon)  # O(batch)
+    assert train.total + val.total == n_windows
+
+    starts = train.sample(np.random.default_rng(0), batch)
+    tracemalloc.start()
+    gathered = source.gather(starts)
+    _, gather_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    batch_bytes = batch * window * 4
+    # Each field is its own compact tensor of exactly its shape, not a view of something larger.
+    for t in gathered:
+        assert t.is_contiguous() and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    assert sum(t.numel() for t in gathered[:3]) == batch * window  # O(batch): x_past + x_future + y
+    assert sum(t.untyped_storage().nbytes() for t in gathered) <= batch_bytes + batch * 8
+    assert gather_peak < 64 * 1024  # the host-side index arithmetic is O(batch) too
+    assert batch_bytes * 1000 < n_windows * lookback * 4  # the margin those bounds leave
