@@ -39,9 +39,13 @@ def main() -> None:
             f"{result['series_forecast']} series, {result['rows_published']} rows"
         )
         print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()))
-        print("| model | MAE | RMSE | sMAPE % | MASE |\n|---|---|---|---|---|")
+        print(f"gate: {result['gate']}; published model {result['model_version']}")
+        print("| model | MAE | RMSE | sMAPE % | MASE | 80% interval coverage |\n|---|---|---|---|---|---|")
         for model, m in result["backtest"].items():
-            print(f"| {model} | {m['mae']:.4f} | {m['rmse']:.4f} | {m['smape']:.2f} | {m['mase']:.4f} |")
+            print(
+                f"| {model} | {m['mae']:.4f} | {m['rmse']:.4f} | {m['smape']:.2f} | {m['mase']:.4f} "
+                f"| {m['coverage']:.3f} |"
+            )
     print(f"\ntotal wall time: {time.perf_counter() - started:.1f} s; peak RSS: {peak_rss_mib():.0f} MiB")
 
 

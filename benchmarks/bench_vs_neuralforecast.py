@@ -267,7 +267,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lstm-ett-budget", type=float, default=60.0, help="lstmcast seconds for the ETTh1 fit")
     p.add_argument("--nf-steps", type=int, default=1000, help="neuralforecast max_steps (its default: 1000)")
     p.add_argument(
-        "--nf-time-factor", type=float, default=2.0,
+        "--nf-time-factor",
+        type=float,
+        default=2.0,
         help="neuralforecast max_time = this x lstmcast's budget per fit (its max_steps cannot finish here)",
     )
     p.add_argument("--nf-scaler", default="robust", help="neuralforecast scaler_type (its default: robust)")

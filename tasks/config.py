@@ -57,6 +57,24 @@ class SourceConfig(_Section):
     target: str = "value"
     covariates: tuple[str, ...] = ()
     future_covariates: tuple[str, ...] = ()
+    # Incremental extract: rows newer than the last run's watermark, plus this much before it again so
+    # that late-arriving rows are picked up (a pandas Timedelta string such as "2D" or "6h").
+    incremental: bool = True
+    reread_window: str = "2D"
+    batch_rows: int = Field(default=100_000, ge=1_000)
+
+    @field_validator("reread_window")
+    @classmethod
+    def _reread_window(cls, v: str) -> str:
+        try:
+            window = pd.Timedelta(v)
+        except ValueError:
+            raise ValueError(
+                f"source.reread_window must be a duration such as '2D' or '6h', got {v!r}"
+            ) from None
+        if window < pd.Timedelta(0):
+            raise ValueError(f"source.reread_window must not be negative, got {v!r}")
+        return v
 
     @field_validator("url")
     @classmethod
@@ -108,9 +126,13 @@ class DataConfig(_Section):
     freq: str
     season_length: int = Field(ge=1)
     duplicates: Literal["mean", "sum", "first", "last", "min", "max"] = "mean"
-    impute: Literal["linear", "ffill"] = "linear"
+    impute: Literal["linear", "ffill", "seasonal"] = "linear"  # seasonal: the value one season earlier
     max_gap: int = Field(default=24, ge=0)
     non_negative: bool = False
+    # Robust clipping of outliers: values further than `outlier_threshold` scaled MADs from the series'
+    # median are clipped to that bound (counted per series). Off by default: spikes may be real.
+    outliers: Literal["off", "clip"] = "off"
+    outlier_threshold: float = Field(default=6.0, gt=0)
     calendar: bool = True  # add hour/day-of-week/day-of-year features as known-future covariates
     data_dir: str = "data/lstmcast"
 
@@ -175,13 +197,14 @@ class OutputConfig(_Section):
     url: str = "sqlite:///data/demo.db"
     table: str = "forecasts"
     runs_table: str = "lstmcast_runs"
+    quality_table: str = "lstmcast_quality"  # per-run, per-series counts of every cleaning repair
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         return check_url(v, "output.url")
 
-    @field_validator("table", "runs_table")
+    @field_validator("table", "runs_table", "quality_table")
     @classmethod
     def _table(cls, v: str, info: Any) -> str:
         if not _QUALIFIED_TABLE.match(v):
