@@ -51,7 +51,7 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> dict[str, An
         timings=run_timings(stages),
         counts={name: dataclasses.asdict(result) for name, result in stages.items()},
     )
-    published = publish(cfg, forecasts.path, run)
+    published = publish(cfg, forecasts.path, run, cleaned.quality_path)
     return {
         "pipeline": cfg.name,
         "run_id": run.run_id,
@@ -65,6 +65,7 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> dict[str, An
         "rows_published": published.rows,
         "rows_replaced": published.replaced,
         "output_table": cfg.output.table,
+        "quality_rows": published.quality_rows,
         "timings": {**run_timings(stages), "publish": published.seconds},
     }
 

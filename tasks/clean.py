@@ -7,6 +7,7 @@ fatal: one broken sensor must not stop the nightly forecast of the others.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,10 +20,18 @@ from prefect import task
 from tasks.config import PipelineConfig
 from tasks.extract import parse_as_of
 
-QUALITY_COLUMNS = [
-    "series_id", "status", "reason", "raw_rows", "duplicates", "non_finite", "negative",
-    "missing", "imputed", "dropped_before_gap", "future_filled", "rows",
+# Per-series repair counts, all integers, so the quality report can be summed and stored as it is.
+COUNT_COLUMNS = [
+    "raw_rows", "no_timestamp", "tz_normalized", "out_of_order", "duplicates", "off_grid", "non_numeric",
+    "non_finite", "negative", "outliers_clipped", "missing", "imputed", "dropped_before_gap", "future_filled",
+    "rows",
 ]  # fmt: skip
+QUALITY_COLUMNS = ["series_id", "status", "reason", *COUNT_COLUMNS]
+# Scales the median absolute deviation to the standard deviation for normally distributed data.
+MAD_SCALE = 1.4826
+# A UTC offset at the end of a timestamp's text, after its time of day ("...10:00+02:00", "...10:00Z").
+_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+_UTC_OFFSETS = {"Z", "+00", "-00", "+00:00", "-00:00", "+0000", "-0000"}
 
 
 @dataclass(frozen=True)
@@ -46,12 +55,74 @@ def _gap_lengths(missing: np.ndarray) -> np.ndarray:
     return out
 
 
-def impute(values: pd.Series, method: str, max_gap: int) -> pd.Series:
-    """Fill interior gaps of at most `max_gap` steps; longer gaps and edges stay missing."""
+def to_utc(ts: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Timestamps in UTC, and which rows were not UTC already: naive ones are taken as UTC, offsets converted.
+
+    Text from SQLite may mix offsets and naive values in one column, so text is judged row by row.
+    Unparseable values become NaT.
+    """
+    if isinstance(ts.dtype, pd.DatetimeTZDtype):
+        changed = np.full(len(ts), str(ts.dt.tz) not in ("UTC", "Etc/UTC")) & ts.notna().to_numpy()
+        return ts.dt.tz_convert("UTC"), changed
+    if pd.api.types.is_datetime64_dtype(ts.dtype):
+        return ts.dt.tz_localize("UTC"), ts.notna().to_numpy()
+    parsed = pd.to_datetime(ts, utc=True, errors="coerce", format="ISO8601")
+    offset = ts.astype(str).str.strip().str.extract(_OFFSET, expand=False).str.upper()
+    changed = ~offset.isin(_UTC_OFFSETS).to_numpy() & parsed.notna().to_numpy()
+    return parsed, changed
+
+
+def to_float(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Values as float64, and which were present but not numbers: text such as 'n/a' becomes missing."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = (numeric.isna() & values.notna()).to_numpy()
+    return numeric.astype("float64").to_numpy(copy=True), bad
+
+
+def count_out_of_order(ts: pd.Series) -> int:
+    """Rows that arrive with a timestamp earlier than one already seen for the series."""
+    stamps = pd.DatetimeIndex(ts).asi8
+    if len(stamps) < 2:
+        return 0
+    return int((stamps[1:] < np.maximum.accumulate(stamps)[:-1]).sum())
+
+
+def clip_outliers(values: pd.Series, threshold: float) -> tuple[pd.Series, int]:
+    """Pull values further than `threshold` scaled MADs from the median back to that bound.
+
+    Median and MAD ignore the spikes they judge; a MAD of zero (a mostly constant series) gives no scale,
+    so then nothing is clipped rather than everything.
+    """
+    observed = values.dropna()
+    if observed.empty:
+        return values, 0
+    median = float(observed.median())
+    spread = float((observed - median).abs().median()) * MAD_SCALE
+    if spread == 0:
+        return values, 0
+    low, high = median - threshold * spread, median + threshold * spread
+    return values.clip(low, high), int(((values < low) | (values > high)).sum())
+
+
+def _seasonal_fill(values: pd.Series, fillable: np.ndarray, season_length: int) -> pd.Series:
+    """Each fillable step takes the value one season earlier, earlier fills included so that gaps longer
+    than a season chain; a step with nothing a season earlier takes the linear interpolation instead."""
+    linear = values.interpolate(method="linear", limit_area="inside").to_numpy(dtype="float64")
+    out = values.to_numpy(dtype="float64", copy=True)
+    for i in np.flatnonzero(fillable):
+        earlier = out[i - season_length] if i >= season_length else np.nan
+        out[i] = linear[i] if np.isnan(earlier) else earlier
+    return pd.Series(out, index=values.index, name=values.name)
+
+
+def impute(values: pd.Series, method: str, max_gap: int, season_length: int = 1) -> pd.Series:
+    """Fill gaps of at most `max_gap` steps; longer gaps stay missing, and so do leading steps."""
     missing = values.isna().to_numpy()
     if not missing.any() or max_gap == 0:
         return values
     fillable = missing & (_gap_lengths(missing) <= max_gap)
+    if method == "seasonal":
+        return _seasonal_fill(values, fillable, season_length)
     filled = (
         values.interpolate(method="linear", limit_area="inside") if method == "linear" else values.ffill()
     )
@@ -78,6 +149,25 @@ def _trailing_complete(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.Data
     return frame.iloc[last_bad + 1 :], last_bad + 1
 
 
+def _prepare(raw: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+    """A copy with UTC timestamps and float columns, plus per-row flags of what that repaired."""
+    frame = raw.reset_index(drop=True)
+    ts, tz_changed = to_utc(frame["ts"])
+    out = pd.DataFrame({"series_id": frame["series_id"], "ts": ts})
+    non_numeric = np.zeros(len(frame), dtype=np.int64)
+    for col in numeric:
+        out[col], bad = to_float(frame[col])
+        non_numeric += bad
+    out["_tz_normalized"] = tz_changed.astype(np.int64)
+    out["_non_numeric"] = non_numeric
+    return out
+
+
+def _aggregate(binned: pd.core.resample.Resampler, rule: str) -> pd.DataFrame:
+    """Rows that share a step become one by the configured rule; an all-missing step stays missing."""
+    return binned.sum(min_count=1) if rule == "sum" else getattr(binned, rule)()
+
+
 def clean_frame(
     raw: pd.DataFrame, cfg: PipelineConfig, as_of: pd.Timestamp
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -92,10 +182,17 @@ def clean_frame(
     min_rows = fc.lookback + fc.horizon
 
     history_parts, future_parts, quality = [], [], []
-    for sid, group in raw.groupby("series_id", sort=True):
-        hist = group[group["ts"] <= as_of]
+    for sid, group in _prepare(raw, numeric).groupby("series_id", sort=True):
         q = dict.fromkeys(QUALITY_COLUMNS, 0)
+        q["no_timestamp"] = int(group["ts"].isna().sum())
+        group = group[group["ts"].notna()]
+        hist = group[group["ts"] <= as_of]
         q.update(series_id=sid, status="ok", reason="", raw_rows=len(hist))
+        q["tz_normalized"] = int(hist["_tz_normalized"].sum())
+        q["non_numeric"] = int(hist["_non_numeric"].sum())
+        q["out_of_order"] = count_out_of_order(hist["ts"])
+        # A stable sort keeps rows with equal timestamps in source order, which "first" and "last" rely on.
+        hist = hist.sort_values("ts", kind="stable")
         values = hist[numeric].to_numpy(dtype="float64", copy=True)
         non_finite = ~np.isfinite(values) & ~np.isnan(values)
         q["non_finite"] = int(non_finite.sum())
@@ -109,12 +206,9 @@ def clean_frame(
             quality.append({**q, "status": "skipped", "reason": "no values in the target column"})
             continue
         binned = hist.resample(data.freq)
-        counts = binned[target].count()
-        q["duplicates"] = int((counts - 1).clip(lower=0).sum())
-        if data.duplicates == "sum":
-            regular = binned.sum(min_count=1)
-        else:
-            regular = getattr(binned, data.duplicates)()
+        q["duplicates"] = int((binned.size() - 1).clip(lower=0).sum())
+        regular = _aggregate(binned, data.duplicates)
+        q["off_grid"] = int((~hist.index.isin(regular.index)).sum())
         # Series stop at their last observation; the grid runs on to as-of so a stale series shows as missing.
         regular = regular.reindex(pd.date_range(regular.index[0], grid_end, freq=data.freq))
         q["missing"] = int(regular[target].isna().sum())
@@ -127,9 +221,15 @@ def clean_frame(
                            f"(max_gap {data.max_gap})"}
             )  # fmt: skip
             continue
+        if data.outliers == "clip":
+            # Future covariates are plans (prices, promotions), not measurements: they are never clipped.
+            for col in [target, *past]:
+                regular[col], clipped = clip_outliers(regular[col], data.outlier_threshold)
+                q["outliers_clipped"] += clipped
         before = regular[numeric].isna().sum().sum()
         for col in numeric:
-            regular[col] = fill_trailing(impute(regular[col], data.impute, data.max_gap), data.max_gap)
+            filled = impute(regular[col], data.impute, data.max_gap, data.season_length)
+            regular[col] = fill_trailing(filled, data.max_gap)
         q["imputed"] = int(before - regular[numeric].isna().sum().sum())
         regular, dropped = _trailing_complete(regular, numeric)
         q["dropped_before_gap"] = dropped
@@ -143,8 +243,9 @@ def clean_frame(
         regular.index.name = "ts"
         history_parts.append(regular.reset_index().assign(series_id=sid))
         if future:
-            fut = group[group["ts"] > as_of].set_index("ts")[future].resample(data.freq).last()
-            fut = fut.reindex(future_index)
+            upcoming = group[group["ts"] > as_of].sort_values("ts", kind="stable").set_index("ts")[future]
+            upcoming = upcoming.where(np.isfinite(upcoming))
+            fut = upcoming.resample(data.freq).last().reindex(future_index)
             q["future_filled"] = int(fut.isna().sum().sum())
             # Unknown future covariate values repeat the last known one: the least surprising guess.
             fut = pd.concat([regular[future].iloc[[-1]], fut]).ffill().iloc[1:]
@@ -164,7 +265,8 @@ def clean_frame(
         if future_parts
         else pd.DataFrame(columns=fut_cols)
     )
-    return history, fut_frame, pd.DataFrame(quality, columns=QUALITY_COLUMNS)
+    types = {**dict.fromkeys(COUNT_COLUMNS, "int64"), "status": "str", "reason": "str"}
+    return history, fut_frame, pd.DataFrame(quality, columns=QUALITY_COLUMNS).astype(types)
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:

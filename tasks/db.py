@@ -8,6 +8,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+try:  # the ADBC driver ships with the postgres extra; without it PostgreSQL is read through SQLAlchemy
+    from adbc_driver_manager import Error as AdbcError
+except ImportError:  # pragma: no cover - depends on the installed extras
+    AdbcError = ()
+
 _TRANSIENT_MESSAGES = re.compile(
     r"database is locked|could not connect|connection refused|server closed the connection|"
     r"terminating connection|connection reset|timeout expired|timed out|connection is closed|"
@@ -21,7 +26,31 @@ def create_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return sa.create_engine(parsed, pool_pre_ping=True)
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    except sa.exc.NoSuchModuleError:
+        raise ValueError(
+            f"cannot open {safe_url(url)}: no SQLAlchemy dialect {parsed.drivername!r} is installed"
+        ) from None
+
+
+def is_postgres(url: str) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
+
+
+def libpq_uri(url: str) -> str:
+    """The libpq connection URI for a SQLAlchemy PostgreSQL URL (`postgresql+psycopg://...`), for ADBC."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"{safe_url(url)} is not a PostgreSQL URL")
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def db_message(exc: BaseException) -> str:
+    """The database's own message, first line only, without the SQLAlchemy wrapper text."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return lines[0] if lines else type(orig).__name__
 
 
 def safe_url(url: str) -> str:
@@ -51,6 +80,8 @@ def is_transient(exc: BaseException) -> bool:
         return bool(_TRANSIENT_MESSAGES.search(str(exc.orig)))
     if isinstance(exc, sa.exc.TimeoutError):  # connection pool exhausted
         return True
+    if isinstance(exc, AdbcError):
+        return bool(_TRANSIENT_MESSAGES.search(str(exc)))
     return False
 
 

@@ -1,28 +1,39 @@
-"""Publish: forecasts and the run's metadata, written in one transaction.
+"""Publish: forecasts, the data-quality report and the run's metadata, written in one transaction.
 
-Readers see either the previous forecasts of an as-of or the new ones, never a mix: the delete of the
-earlier rows for (pipeline, as_of), the insert of the new rows and the run record commit together.
+The new forecasts are bulk-loaded into a temporary staging table (binary COPY over the transaction's own
+psycopg connection on PostgreSQL, executemany elsewhere); then, in the same transaction, rows of
+(pipeline, as_of) whose keys are not staged are deleted, the staged rows are upserted (INSERT ... SELECT
+... ON CONFLICT DO UPDATE), the quality rows of (pipeline, as_of) are replaced and the run record is
+written. Readers see either the previous forecasts of an as-of or the new ones, never a mix, and a re-run
+of a date replaces its rows instead of duplicating them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from prefect import task
 from prefect.tasks import exponential_backoff
+from sqlalchemy.dialects import postgresql, sqlite
 
 from tasks.config import PipelineConfig
 from tasks.db import create_engine, retry_if_transient, split_table
 from tasks.extract import parse_as_of
 
-INSERT_BATCH = 10_000
+STAGED = ["series_id", "ts", "yhat", "yhat_lower", "yhat_upper"]
+FORECAST_KEY = ["pipeline", "as_of", "series_id", "ts"]
+QUALITY_KEY = ["pipeline", "as_of", "series_id"]
+QUALITY_TEXT = ["status", "reason"]
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -46,22 +57,26 @@ class PublishResult:
     rows: int
     replaced: int
     seconds: float
+    quality_rows: int = 0
 
 
 def forecast_table(name: str, metadata: sa.MetaData) -> sa.Table:
     schema, table = split_table(name)
     return sa.Table(
         table, metadata,
-        sa.Column("pipeline", sa.Text, primary_key=True),
-        sa.Column("series_id", sa.Text, primary_key=True),
-        sa.Column("as_of", sa.DateTime(timezone=True), primary_key=True),
-        sa.Column("ts", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("pipeline", sa.Text, nullable=False),
+        sa.Column("series_id", sa.Text, nullable=False),
+        sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("yhat", sa.Float(precision=53), nullable=False),
         sa.Column("yhat_lower", sa.Float(precision=53), nullable=True),
         sa.Column("yhat_upper", sa.Float(precision=53), nullable=True),
         sa.Column("model_version", sa.Text, nullable=False),
         sa.Column("run_id", sa.Text, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        # as_of before series_id: a new as-of appends at the right edge of the key's index instead of
+        # splitting pages all over it, and the same index serves the replace of one (pipeline, as_of)
+        sa.PrimaryKeyConstraint("pipeline", "as_of", "series_id", "ts"),
         schema=schema,
     )  # fmt: skip
 
@@ -84,62 +99,269 @@ def runs_table(name: str, metadata: sa.MetaData) -> sa.Table:
     )  # fmt: skip
 
 
-def _check_existing(conn: sa.Connection, table: sa.Table) -> None:
-    """An existing table must have the columns lstmcast writes; say which are missing before writing."""
+def count_columns(quality: pd.DataFrame) -> list[str]:
+    """The repair counts are every integer column of clean's quality frame: new counts need no change here."""
+    if "series_id" not in quality.columns:
+        raise ValueError(f"the quality frame has no series_id column (columns: {list(quality.columns)})")
+    types = pd.api.types
+    counts = [
+        str(c) for c in quality.columns
+        if c != "series_id" and types.is_integer_dtype(quality[c]) and not types.is_bool_dtype(quality[c])
+    ]  # fmt: skip
+    for name in counts:
+        if not _IDENTIFIER.match(name) or name in {"pipeline", "as_of", "run_id", *QUALITY_TEXT}:
+            raise ValueError(f"quality column {name!r} cannot be a column of the quality table")
+    return counts
+
+
+def quality_table(name: str, metadata: sa.MetaData, counts: list[str]) -> sa.Table:
+    schema, table = split_table(name)
+    return sa.Table(
+        table, metadata,
+        sa.Column("pipeline", sa.Text, primary_key=True),
+        sa.Column("as_of", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("series_id", sa.Text, primary_key=True),
+        sa.Column("run_id", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=True),
+        sa.Column("reason", sa.Text, nullable=True),
+        *(sa.Column(c, sa.BigInteger, nullable=True) for c in counts),
+        schema=schema,
+    )  # fmt: skip
+
+
+def _missing_columns(conn: sa.Connection, table: sa.Table) -> list[str]:
     inspector = sa.inspect(conn)
     if not inspector.has_table(table.name, schema=table.schema):
-        return
+        return []
     present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
-    missing = [c.name for c in table.columns if c.name not in present]
-    if missing:
-        raise LookupError(f"output table {table.fullname!r} exists but lacks columns {missing}")
+    return [c.name for c in table.columns if c.name not in present]
+
+
+def _check_existing(conn: sa.Connection, table: sa.Table, addable: frozenset[str] = frozenset()) -> list[str]:
+    """An existing table must have the columns lstmcast writes; say which are missing before writing.
+    Columns in `addable` (new repair counts) are returned to be added instead."""
+    missing = _missing_columns(conn, table)
+    fatal = [c for c in missing if c not in addable]
+    if fatal:
+        raise LookupError(f"output table {table.fullname!r} exists but lacks columns {fatal}")
+    return missing
+
+
+def _add_count_columns(conn: sa.Connection, table: sa.Table, names: list[str]) -> None:
+    """A repair count that clean started counting becomes a new nullable column: NULL in older rows means
+    'not counted then'. Names are validated identifiers, quoted by the dialect."""
+    preparer = conn.dialect.identifier_preparer
+    for name in names:
+        kind = table.c[name].type.compile(dialect=conn.dialect)
+        conn.execute(
+            sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.quote(name)} {kind}")
+        )
 
 
 def utc(ts: pd.Timestamp | str) -> datetime:
     return parse_as_of(ts).to_pydatetime()
 
 
+def check_forecasts(forecasts: pd.DataFrame) -> None:
+    """Refuse frames the upsert would silently mangle: NaN medians and repeated keys."""
+    nan = forecasts["yhat"].isna()
+    if nan.any():
+        raise ValueError(
+            f"{int(nan.sum())} forecasts have NaN yhat (first: series "
+            f"{forecasts['series_id'][nan].iloc[0]!r}); nothing was published"
+        )
+    dup = forecasts.duplicated(["series_id", "ts"])
+    if dup.any():
+        first = forecasts[dup].iloc[0]
+        raise ValueError(
+            f"{int(dup.sum())} forecasts repeat a (series_id, ts) key (first: {first['series_id']!r} at "
+            f"{first['ts']}); nothing was published"
+        )
+
+
+def _nullable(values: pd.Series) -> list[Any]:
+    return values.astype(object).where(values.notna(), None).tolist()
+
+
+def staged_rows(forecasts: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """The varying columns only; pipeline, as_of, run and timestamps are constants added by the upsert."""
+    ts = pd.to_datetime(forecasts["ts"], utc=True)
+    return list(
+        zip(
+            forecasts["series_id"].astype(str).tolist(),
+            list(ts.dt.to_pydatetime()),
+            forecasts["yhat"].astype(float).tolist(),
+            _nullable(forecasts["yhat_lower"].astype(float)),
+            _nullable(forecasts["yhat_upper"].astype(float)),
+            strict=True,
+        )
+    )
+
+
+def lock_as_of(conn: sa.Connection, table: sa.Table, pipeline: str, as_of: datetime) -> None:
+    """Two publishes of the same (pipeline, as_of) at once (a retry overlapping a manual re-run) take
+    turns on PostgreSQL: the later one sees the earlier one's rows, so the final set is one run's."""
+    if conn.dialect.name != "postgresql":
+        return  # SQLite serialises writers on the database lock
+    name = f"{table.fullname}\0{pipeline}\0{as_of.isoformat()}".encode()
+    key = int.from_bytes(hashlib.sha1(name).digest()[:8], "big", signed=True)
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+def staging_table(conn: sa.Connection) -> sa.Table:
+    """A per-transaction temporary table; on PostgreSQL it also drops itself at commit or rollback."""
+    stage = sa.Table(
+        f"lstmcast_stage_{uuid.uuid4().hex[:12]}", sa.MetaData(),
+        sa.Column("series_id", sa.Text, nullable=False),
+        sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("yhat", sa.Float(precision=53), nullable=False),
+        sa.Column("yhat_lower", sa.Float(precision=53), nullable=True),
+        sa.Column("yhat_upper", sa.Float(precision=53), nullable=True),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )  # fmt: skip
+    stage.create(conn)
+    return stage
+
+
+def _psycopg_connection(conn: sa.Connection) -> Any | None:
+    try:
+        import psycopg
+    except ImportError:  # the postgres extra is not installed: executemany it is
+        return None
+    raw = conn.connection.driver_connection
+    return raw if isinstance(raw, psycopg.Connection) else None
+
+
+def load_staging(conn: sa.Connection, stage: sa.Table, rows: list[tuple[Any, ...]]) -> None:
+    """Binary COPY over the transaction's own psycopg connection (so it commits or rolls back with the
+    upsert); other drivers get a batched executemany."""
+    raw = _psycopg_connection(conn) if conn.dialect.name == "postgresql" else None
+    if raw is None:
+        if rows:
+            conn.execute(sa.insert(stage), [dict(zip(STAGED, row, strict=True)) for row in rows])
+        return
+    from psycopg import sql
+
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(stage.name), sql.SQL(", ").join(map(sql.Identifier, STAGED))
+    )
+    with raw.cursor() as cur, cur.copy(statement) as copy:
+        copy.set_types(["text", "timestamptz", "float8", "float8", "float8"])
+        for row in rows:
+            copy.write_row(row)
+
+
+def delete_stale(
+    conn: sa.Connection, table: sa.Table, stage: sa.Table, pipeline: str, as_of: datetime
+) -> int:
+    """Rows of (pipeline, as_of) whose key is not in the new set (a series dropped since) must go too."""
+    staged = sa.select(sa.literal(1)).where(stage.c.series_id == table.c.series_id, stage.c.ts == table.c.ts)
+    return conn.execute(
+        sa.delete(table).where(table.c.pipeline == pipeline, table.c.as_of == as_of, ~staged.exists())
+    ).rowcount
+
+
+def upsert_forecasts(
+    conn: sa.Connection, table: sa.Table, stage: sa.Table, run: RunRecord, as_of: datetime, now: datetime,
+    existing: int,
+) -> None:  # fmt: skip
+    """INSERT ... SELECT from staging ... ON CONFLICT (key) DO UPDATE when (pipeline, as_of) has rows.
+
+    A first publish of the as-of (`existing` == 0, counted under `lock_as_of`) skips the ON CONFLICT
+    clause, which measured twice the cost of a plain insert on PostgreSQL for nothing to update; a key
+    that appeared anyway fails the transaction, it never duplicates. Databases without ON CONFLICT get
+    the as-of deleted, then inserted.
+    """
+    constants = {
+        "pipeline": sa.literal(run.pipeline, sa.Text),
+        "as_of": sa.literal(as_of, sa.DateTime(timezone=True)),
+        "model_version": sa.literal(run.model_version, sa.Text),
+        "run_id": sa.literal(run.run_id, sa.Text),
+        "created_at": sa.literal(now, sa.DateTime(timezone=True)),
+    }
+    columns = [c.name for c in table.columns]
+    # WHERE true: SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT without ambiguity
+    select = sa.select(*(constants.get(c, stage.c.get(c)) for c in columns)).where(sa.true())
+    dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(conn.dialect.name)
+    if existing == 0 or dialect is None:
+        if existing:
+            conn.execute(sa.delete(table).where(table.c.pipeline == run.pipeline, table.c.as_of == as_of))
+        conn.execute(sa.insert(table).from_select(columns, select))
+        return
+    delete_stale(conn, table, stage, run.pipeline, as_of)
+    insert = dialect.insert(table).from_select(columns, select)
+    update = {c: insert.excluded[c] for c in columns if c not in FORECAST_KEY}
+    conn.execute(insert.on_conflict_do_update(index_elements=FORECAST_KEY, set_=update))
+
+
+def quality_rows(
+    quality: pd.DataFrame, counts: list[str], run: RunRecord, as_of: datetime
+) -> list[dict[str, Any]]:
+    text = [c for c in QUALITY_TEXT if c in quality.columns]
+    frame = quality[["series_id", *text, *counts]]
+    rows = []
+    for record in frame.astype(object).where(frame.notna(), None).to_dict("records"):
+        record = {k: (int(v) if k in counts and v is not None else v) for k, v in record.items()}
+        rows.append({"pipeline": run.pipeline, "as_of": as_of, "run_id": run.run_id, **record})
+    return rows
+
+
+def quality_totals(quality: pd.DataFrame, counts: list[str]) -> dict[str, int]:
+    """What the run record keeps of the report: series per status and the total of every repair count."""
+    totals = {"series": len(quality)}
+    if "status" in quality.columns:
+        totals |= {str(k): int(v) for k, v in quality["status"].value_counts().sort_index().items()}
+    return totals | {c: int(quality[c].sum()) for c in counts}
+
+
 def write_forecasts(
-    url: str, table_name: str, runs_name: str, forecasts: pd.DataFrame, run: RunRecord
+    url: str,
+    table_name: str,
+    runs_name: str,
+    forecasts: pd.DataFrame,
+    run: RunRecord,
+    quality: pd.DataFrame | None = None,
+    quality_name: str = "lstmcast_quality",
 ) -> PublishResult:
     started = time.perf_counter()
+    check_forecasts(forecasts)
     metadata = sa.MetaData()
     fc_table, run_table = forecast_table(table_name, metadata), runs_table(runs_name, metadata)
+    counts = count_columns(quality) if quality is not None else []
+    q_table = quality_table(quality_name, metadata, counts) if quality is not None else None
     as_of = utc(run.as_of)
     now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = [
-        {
-            "pipeline": run.pipeline,
-            "series_id": sid,
-            "as_of": as_of,
-            "ts": ts.to_pydatetime(),
-            "yhat": float(y),
-            "yhat_lower": None if np.isnan(lo) else float(lo),
-            "yhat_upper": None if np.isnan(hi) else float(hi),
-            "model_version": run.model_version,
-            "run_id": run.run_id,
-            "created_at": now,
-        }  # fmt: skip
-        for sid, ts, y, lo, hi in zip(
-            forecasts["series_id"],
-            forecasts["ts"],
-            forecasts["yhat"],
-            forecasts["yhat_lower"],
-            forecasts["yhat_upper"],
-            strict=True,
-        )  # fmt: skip
-    ]
+    rows = staged_rows(forecasts)
+    run_counts = json.loads(run.counts_json)
+    if quality is not None:
+        run_counts["quality"] = quality_totals(quality, counts)
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
             for table in (fc_table, run_table):
                 _check_existing(conn, table)
+            new_counts = _check_existing(conn, q_table, frozenset(counts)) if q_table is not None else []
             metadata.create_all(conn, checkfirst=True)
+            if q_table is not None:
+                _add_count_columns(conn, q_table, new_counts)
+            lock_as_of(conn, fc_table, run.pipeline, as_of)
+            stage = staging_table(conn)
+            load_staging(conn, stage, rows)
             replaced = conn.execute(
-                sa.delete(fc_table).where(fc_table.c.pipeline == run.pipeline, fc_table.c.as_of == as_of)
-            ).rowcount
-            for start in range(0, len(rows), INSERT_BATCH):
-                conn.execute(sa.insert(fc_table), rows[start : start + INSERT_BATCH])
+                sa.select(sa.func.count()).select_from(fc_table)
+                .where(fc_table.c.pipeline == run.pipeline, fc_table.c.as_of == as_of)
+            ).scalar_one()  # fmt: skip
+            upsert_forecasts(conn, fc_table, stage, run, as_of, now, replaced)
+            stage.drop(conn)
+            written_quality = 0
+            if q_table is not None and quality is not None:
+                same = (q_table.c.pipeline == run.pipeline) & (q_table.c.as_of == as_of)
+                conn.execute(sa.delete(q_table).where(same))
+                q_rows = quality_rows(quality, counts, run, as_of)
+                if q_rows:
+                    conn.execute(sa.insert(q_table), q_rows)
+                written_quality = len(q_rows)
             conn.execute(sa.delete(run_table).where(run_table.c.run_id == run.run_id))
             conn.execute(
                 sa.insert(run_table),
@@ -153,7 +375,7 @@ def write_forecasts(
                     "config": run.config_json,
                     "metrics": run.metrics_json,
                     "timings": run.timings_json,
-                    "counts": run.counts_json,
+                    "counts": json.dumps(run_counts, sort_keys=True),
                 },  # fmt: skip
             )
     finally:
@@ -163,6 +385,7 @@ def write_forecasts(
         rows=len(rows),
         replaced=int(replaced),
         seconds=round(time.perf_counter() - started, 3),
+        quality_rows=written_quality,
     )
 
 
@@ -183,11 +406,17 @@ def build_run_record(
     )
 
 
-def publish_forecasts(cfg: PipelineConfig, forecast_path: str, run: RunRecord) -> PublishResult:
+def publish_forecasts(
+    cfg: PipelineConfig, forecast_path: str, run: RunRecord, quality_path: str | None = None
+) -> PublishResult:
     forecasts = pd.read_parquet(forecast_path)
     if forecasts["yhat"].isna().any():
         raise ValueError(f"{forecast_path} holds NaN forecasts; nothing was published")
-    return write_forecasts(cfg.output.url, cfg.output.table, cfg.output.runs_table, forecasts, run)
+    quality = pd.read_parquet(quality_path) if quality_path is not None else None
+    return write_forecasts(
+        cfg.output.url, cfg.output.table, cfg.output.runs_table, forecasts, run,
+        quality=quality, quality_name=cfg.output.quality_table,
+    )  # fmt: skip
 
 
 @task(
@@ -195,5 +424,7 @@ def publish_forecasts(cfg: PipelineConfig, forecast_path: str, run: RunRecord) -
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
     retry_condition_fn=retry_if_transient,
 )
-def publish(cfg: PipelineConfig, forecast_path: str, run: RunRecord) -> PublishResult:
-    return publish_forecasts(cfg, forecast_path, run)
+def publish(
+    cfg: PipelineConfig, forecast_path: str, run: RunRecord, quality_path: str | None = None
+) -> PublishResult:
+    return publish_forecasts(cfg, forecast_path, run, quality_path)

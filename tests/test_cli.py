@@ -45,3 +45,22 @@ def test_demo_configs_are_valid_and_the_demo_database_holds_the_real_data(tmp_pa
         series = conn.execute(sa.text("select count(distinct product) from pasta_sales")).scalar_one()
     engine.dispose()
     assert series == 118
+
+
+def test_ingest_command_runs_only_the_extract_and_reports_throughput(sensor_db, tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_bytes(tomli_w.dumps(sensor_config_dict(sensor_db, tmp_path / "work")).encode())
+    first = runner.invoke(app, ["ingest", "--config", str(path), "--as-of", "2016-07-10"])
+    assert first.exit_code == 0, first.output
+    assert "ingested sensors as of 2016-07-10T00:00:00+00:00 (full): 651 rows (+0 future), 3 series; " in (
+        first.output
+    )
+    assert (
+        "read 651 rows in" in first.output and "rows/s); watermark 2016-07-10T00:00:00+00:00" in first.output
+    )
+    # as-of: the source's last timestamp; new rows plus the 2-day re-read window: (549 + 144) rows
+    second = runner.invoke(app, ["ingest", "--config", str(path)])
+    assert second.exit_code == 0, second.output
+    assert "(incremental): 1,200 rows (+0 future), 3 series; read 693 rows in" in second.output
+    assert "watermark 2016-07-17T15:00:00+00:00" in second.output
+    assert not list((tmp_path / "work").rglob("history.parquet"))  # no clean, train or publish ran

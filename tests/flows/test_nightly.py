@@ -1,5 +1,6 @@
 """The whole flow through Prefect on a real SQLite database."""
 
+import json
 import sqlite3
 
 import pandas as pd
@@ -64,9 +65,24 @@ def test_nightly_flow_end_to_end_and_rerun_is_idempotent(config_path, sensor_db)
     assert (published["yhat"] <= published["yhat_upper"]).all()
     assert published["ts"].nunique() == 12 and set(published["run_id"]) == {result["run_id"]}
 
+    engine = sa.create_engine(sensor_db)
+    quality = pd.read_sql("select * from lstmcast_quality", engine)
+    counts = json.loads(pd.read_sql("select counts from lstmcast_runs", engine)["counts"][0])
+    engine.dispose()
+    assert result["quality_rows"] == 3
+    assert sorted(quality["series_id"]) == ["HUFL", "HULL", "OT"]
+    assert set(quality["run_id"]) == {result["run_id"]}
+    assert set(quality["status"]) == {"ok"} and (quality["raw_rows"] > 0).all()
+    assert counts["quality"]["series"] == 3
+    assert counts["quality"]["raw_rows"] == quality["raw_rows"].sum()
+
     again = nightly_forecast(config_path, "2016-07-15 00:00")
     assert again["rows_replaced"] == 36
     assert count_rows(sensor_db) == 36  # same as_of: replaced, never duplicated
+    engine = sa.create_engine(sensor_db)
+    quality = pd.read_sql("select * from lstmcast_quality", engine)
+    engine.dispose()
+    assert len(quality) == 3 and set(quality["run_id"]) == {again["run_id"]}  # the report is replaced too
 
     nightly_forecast(config_path, "2016-07-16 00:00")
     assert count_rows(sensor_db) == 72

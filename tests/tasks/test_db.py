@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 import sqlalchemy as sa
 
-from tasks.db import create_engine, is_transient, reflect_table
+from tasks.db import create_engine, is_transient, libpq_uri, reflect_table
 
 
 def op_error(message: str) -> sa.exc.OperationalError:
@@ -32,3 +32,37 @@ def test_missing_table_names_table_and_database(tmp_path):
     with pytest.raises(LookupError, match=r"table 'readings' does not exist in sqlite:///.*x.db"):
         reflect_table(engine, "readings")
     assert (tmp_path / "sub").is_dir()
+
+
+def test_libpq_uri_from_sqlalchemy_url():
+    assert libpq_uri("postgresql+psycopg://u:p%40ss@db.example:5433/sales?sslmode=require") == (
+        "postgresql://u:p%40ss@db.example:5433/sales?sslmode=require"
+    )
+    with pytest.raises(ValueError, match=r"^sqlite:///x.db is not a PostgreSQL URL$"):
+        libpq_uri("sqlite:///x.db")
+
+
+def test_unknown_dialect_is_a_one_line_error():
+    with pytest.raises(ValueError) as err:
+        create_engine("oracel://scott:tiger@host/db")
+    assert (
+        str(err.value)
+        == "cannot open oracel://scott:***@host/db: no SQLAlchemy dialect 'oracel' is installed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            'IO: [libpq] Failed to connect: connection to server at "127.0.0.1" failed: Connection refused',
+            True,
+        ),
+        ('NOT_FOUND: Failed to prepare query: ERROR:  relation "x" does not exist', False),
+    ],
+)
+def test_adbc_errors_are_triaged_by_message(message, expected):
+    from adbc_driver_manager import AdbcStatusCode, OperationalError, ProgrammingError
+
+    kind = OperationalError if expected else ProgrammingError
+    assert is_transient(kind(message, status_code=AdbcStatusCode.IO)) is expected

@@ -1,8 +1,23 @@
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
-from tasks.extract import extract, extract_to_parquet, last_timestamp, parse_as_of, resolve_as_of
-from tests.conftest import sensor_slice, write_table
+from tasks.config import parse_config
+from tasks.db import safe_url
+from tasks.extract import (
+    SourceQueryError,
+    extract,
+    extract_to_parquet,
+    last_timestamp,
+    parse_as_of,
+    read_watermark,
+    resolve_as_of,
+)
+from tests.conftest import sensor_config_dict, sensor_slice, write_table
 
 
 def test_extract_keeps_only_rows_known_at_as_of(sensor_cfg):
@@ -111,3 +126,280 @@ def test_empty_source_up_to_as_of(sensor_cfg):
 def test_bad_as_of():
     with pytest.raises(ValueError, match="as_of 'soon' is not a timestamp"):
         parse_as_of("soon")
+
+
+# ---------------------------------------------------------------- incremental extract, SQLite and PostgreSQL
+
+START = pd.Timestamp("2024-01-30 00:00", tz="UTC")  # 100 hours cross into February: two month files
+
+
+def hour(i: int) -> pd.Timestamp:
+    return START + pd.Timedelta(hours=i)
+
+
+def hourly(hours: range, series: tuple[str, ...] = ("s0", "s1", "s2")) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"series_id": s, "ts": hour(i), "value": float(100 * k + i)}
+            for k, s in enumerate(series)
+            for i in hours
+        ]
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path):
+    """A uniquely named readings table in SQLite or in the PostgreSQL test server, dropped afterwards."""
+    url = (
+        f"sqlite:///{tmp_path / 'src.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    )
+    table = f"readings_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(url)
+
+    def load(frame: pd.DataFrame, if_exists: str = "append") -> None:
+        if request.param == "sqlite":  # SQLite keeps timestamps as text, the way pandas writes them
+            frame = frame.assign(ts=frame["ts"].dt.tz_convert(None).astype(str))
+        with engine.begin() as conn:
+            frame.to_sql(table, conn, if_exists=if_exists, index=False)
+
+    def execute(sql: str, **params) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text(sql.format(table=table)), params)
+
+    def cfg(tmp: Path = tmp_path / "work", **source) -> object:
+        return parse_config(
+            sensor_config_dict(url, tmp, source={"table": table, **source}, data={"freq": "h"})
+        )
+
+    yield SimpleNamespace(kind=request.param, url=url, table=table, load=load, execute=execute, cfg=cfg)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'drop table if exists "{table}"'))
+    engine.dispose()
+
+
+def read_sorted(path: str) -> pd.DataFrame:
+    return pd.read_parquet(path).sort_values(["series_id", "ts"]).reset_index(drop=True)
+
+
+def ts_text(ts: pd.Timestamp, kind: str) -> object:
+    return str(ts.tz_convert(None)) if kind == "sqlite" else ts.to_pydatetime()
+
+
+def test_incremental_extract_reads_only_new_rows(db):
+    db.load(hourly(range(60)), if_exists="replace")
+    cfg = db.cfg(reread_window="2h")
+    first = extract_to_parquet(cfg, hour(59))
+    assert (first.mode, first.rows_read, first.rows) == ("full", 180, 180)
+    assert first.watermark == hour(59).isoformat()
+
+    db.load(hourly(range(60, 100)))
+    second = extract_to_parquet(cfg, hour(99))
+    # new rows (hours 60-99) plus the re-read window (hours 58-59), for 3 series
+    assert (second.mode, second.rows_read, second.rows, second.series) == ("incremental", 3 * 42, 300, 3)
+    assert second.watermark == hour(99).isoformat()
+    assert sorted(p.name for p in Path(second.path).iterdir()) == ["2024-01.parquet", "2024-02.parquet"]
+    pd.testing.assert_frame_equal(read_sorted(second.path), hourly(range(100)), check_dtype=False)
+    assert read_watermark(cfg).watermark == hour(99)
+
+
+def test_late_rows_inside_the_window_are_picked_up_and_older_ones_are_not_reread(db):
+    frame = hourly(range(60))
+    db.load(frame[~((frame["series_id"] == "s0") & (frame["ts"] == hour(56)))], if_exists="replace")
+    cfg = db.cfg(reread_window="6h")
+    extract_to_parquet(cfg, hour(59))
+
+    db.load(hourly(range(56, 57), series=("s0",)))  # late row inside the window (hours 54-59)
+    db.execute(
+        "update {table} set value = -1 where series_id = 's1' and ts = :ts", ts=ts_text(hour(57), db.kind)
+    )
+    db.execute(
+        "update {table} set value = -2 where series_id = 's1' and ts = :ts", ts=ts_text(hour(10), db.kind)
+    )
+    db.load(hourly(range(60, 62)))
+    result = extract_to_parquet(cfg, hour(61))
+    assert result.rows_read == 3 * 8  # hours 54-61
+    out = read_sorted(result.path).set_index(["series_id", "ts"])["value"]
+    assert out[("s0", hour(56))] == 56.0  # added
+    assert out[("s1", hour(57))] == -1.0  # corrected
+    assert out[("s1", hour(10))] == 110.0  # older than the window: not re-read
+    assert len(out) == 3 * 62 and out.index.is_unique
+
+
+def test_repeated_runs_never_duplicate_rows(db):
+    db.load(hourly(range(40)), if_exists="replace")
+    cfg = db.cfg(reread_window="1D")
+    for as_of in (hour(30), hour(30), hour(39), hour(39)):
+        result = extract_to_parquet(cfg, as_of)
+    db.load(hourly(range(40, 50)))
+    result = extract_to_parquet(cfg, hour(49))
+    pd.testing.assert_frame_equal(read_sorted(result.path), hourly(range(50)), check_dtype=False)
+    store = pd.read_parquet(Path(cfg.data.data_dir) / cfg.name / "store")
+    assert len(store) == 150 and not store.duplicated(["series_id", "ts"]).any()
+
+
+def test_backfill_before_the_watermark_reads_in_full_and_keeps_the_watermark(db):
+    db.load(hourly(range(100)), if_exists="replace")
+    cfg = db.cfg()
+    extract_to_parquet(cfg, hour(99))
+    backfill = extract_to_parquet(cfg, hour(30))
+    assert (backfill.mode, backfill.rows_read, backfill.rows) == ("backfill", 3 * 31, 3 * 31)
+    pd.testing.assert_frame_equal(read_sorted(backfill.path), hourly(range(31)), check_dtype=False)
+    assert read_watermark(cfg).watermark == hour(99)
+    again = extract_to_parquet(cfg, hour(99))
+    assert again.mode == "incremental" and again.rows == 300
+
+
+def test_not_incremental_reads_everything_every_time(db):
+    db.load(hourly(range(50)), if_exists="replace")
+    cfg = db.cfg(incremental=False)
+    for _ in range(2):
+        result = extract_to_parquet(cfg, hour(49), chunk_rows=1_000)
+        assert (result.mode, result.rows_read, result.rows) == ("full", 150, 150)
+    assert read_watermark(cfg) is None
+
+
+def test_empty_source_is_named(db):
+    db.load(hourly(range(1)).iloc[:0], if_exists="replace")
+    with pytest.raises(ValueError) as err:
+        extract_to_parquet(db.cfg(), hour(10))
+    assert str(err.value) == f"table {db.table!r} has no rows with 'ts' <= {hour(10).isoformat()}"
+
+
+def test_missing_table_and_column_are_named(db):
+    db.load(hourly(range(3)), if_exists="replace")
+    with pytest.raises(LookupError, match=rf"table 'nope_{db.table}' does not exist in {db.kind}"):
+        extract_to_parquet(db.cfg(table=f"nope_{db.table}"), hour(10))
+    with pytest.raises(LookupError) as err:
+        extract_to_parquet(db.cfg(target="valeu"), hour(10))
+    assert str(err.value) == (
+        f"table {db.table!r} has no column 'valeu' (configured as source.target); "
+        "its columns are ['series_id', 'ts', 'value']"
+    )
+
+
+def test_text_in_the_value_column_is_named(db):
+    frame = hourly(range(5)).astype({"value": object})
+    frame.loc[2, "value"] = "n/a"
+    frame["value"] = frame["value"].astype(str)
+    db.load(frame, if_exists="replace")
+    result = extract_to_parquet(db.cfg(), hour(4))
+    assert result.non_numeric == {"value": 1}
+    frame["value"] = "high"
+    db.load(frame, if_exists="replace")
+    with pytest.raises(TypeError) as err:
+        extract_to_parquet(db.cfg(incremental=False), hour(4))
+    assert (
+        str(err.value) == f"table {db.table!r}: column 'value' holds no numeric values (first value: 'high')"
+    )
+
+
+def test_failing_query_carries_the_database_message(db):
+    db.load(hourly(range(5)), if_exists="replace")
+    cfg = db.cfg(table=None, query=f"select series_id, ts, value from {db.table} where nosuch > 0")
+    with pytest.raises(SourceQueryError) as err:
+        extract_to_parquet(cfg, hour(4))
+    database = safe_url(db.url)
+    message = "no such column: nosuch" if db.kind == "sqlite" else 'column "nosuch" does not exist'
+    assert str(err.value) == f"reading the source query from {database} failed: {message}"
+    assert not list((Path(cfg.data.data_dir) / cfg.name).rglob("*.parquet"))
+
+
+def test_unknown_database_dialect_is_named(sensor_cfg):
+    cfg = sensor_cfg(source={"url": "nosuchdb://host/x"})
+    with pytest.raises(ValueError, match=r"^cannot open nosuchdb://host/x: no SQLAlchemy dialect 'nosuchdb'"):
+        extract_to_parquet(cfg, parse_as_of("2016-07-03"))
+
+
+@pytest.mark.parametrize(
+    ("ts_type", "value", "shown"),
+    [("float8", "1.5", "DOUBLE PRECISION"), ("text", "'2024-01-01 00:00'", "TEXT")],
+)
+def test_postgres_wrong_column_type_is_named_before_anything_is_written(
+    pg_url, tmp_path, ts_type, value, shown
+):
+    table = f"readings_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'create table "{table}" (series_id text, ts {ts_type}, value float8)'))
+        conn.execute(sa.text(f"insert into \"{table}\" values ('a', {value}, 2.0)"))
+    try:
+        cfg = parse_config(sensor_config_dict(pg_url, tmp_path / "work", source={"table": table}))
+        with pytest.raises(TypeError) as err:
+            extract_to_parquet(cfg, parse_as_of("2024-01-01"))
+        assert str(err.value) == (
+            f"table {table!r}: column 'ts' has database type {shown}, not a timestamp (first value: {value})"
+        )
+        assert not list((tmp_path / "work").rglob("*.parquet"))
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'drop table "{table}"'))
+        engine.dispose()
+
+
+def test_postgres_query_source_streams_in_batches_and_checks_types(pg_url, tmp_path):
+    """A query source through ADBC: several batches, text values parsed like SQLite's, a bad type named."""
+    table = f"readings_{uuid.uuid4().hex[:12]}"
+    write_table(pg_url, table, hourly(range(2000), series=tuple(f"s{i}" for i in range(20))))
+    try:
+        query = (
+            f"select series_id, ts, value::text as value, ts as stamp from {table} where value::text like '%'"
+        )
+        cfg = parse_config(
+            sensor_config_dict(pg_url, tmp_path / "work", source={"table": None, "query": query})
+        )
+        result = extract_to_parquet(cfg, hour(1999), chunk_rows=1_000)
+        assert (result.rows_read, result.rows, result.series, result.non_numeric) == (40_000, 40_000, 20, {})
+        wrong = {"table": None, "query": query, "target": "stamp"}
+        bad = parse_config(sensor_config_dict(pg_url, tmp_path / "work2", source=wrong))
+        with pytest.raises(TypeError) as err:
+            extract_to_parquet(bad, hour(1999), chunk_rows=1_000)
+        assert str(err.value) == (
+            "the source query: column 'stamp' has database type timestamp[us, tz=UTC], not a number "
+            "(first value: 2024-01-30T00:00:00+00:00)"
+        )
+    finally:
+        with sa.create_engine(pg_url).begin() as conn:
+            conn.execute(sa.text(f'drop table "{table}"'))
+
+
+def test_postgres_future_covariates_and_timestamp_types(pg_url, tmp_path):
+    """Naive timestamps are UTC; rows after as_of keep only their known-in-advance covariates."""
+    table = f"sales_{uuid.uuid4().hex[:12]}"
+    days = pd.date_range("2024-03-01", periods=30, freq="D")
+    frame = pd.DataFrame({"product": "p", "day": days, "qty": range(30), "promo": 1.0})
+    write_table(pg_url, table, frame)
+    try:
+        cfg = parse_config(sensor_config_dict(
+            pg_url, tmp_path / "work",
+            source={"table": table, "series_id": "product", "timestamp": "day", "target": "qty",
+                    "future_covariates": ["promo"]},
+            data={"freq": "D", "season_length": 7}, forecast={"horizon": 5},
+        ))  # fmt: skip
+        result = extract_to_parquet(cfg, parse_as_of("2024-03-20"))
+        out = pd.read_parquet(result.path)
+        assert (result.rows, result.future_rows) == (20, 5)
+        later = out[out["ts"] > parse_as_of("2024-03-20")]
+        assert later["qty"].isna().all() and (later["promo"] == 1.0).all()
+        assert out["ts"].min() == pd.Timestamp("2024-03-01", tz="UTC")
+    finally:
+        with sa.create_engine(pg_url).begin() as conn:
+            conn.execute(sa.text(f'drop table "{table}"'))
+
+
+def test_a_failed_incremental_run_leaves_store_watermark_and_files_as_they_were(db, monkeypatch):
+    db.load(hourly(range(60)), if_exists="replace")
+    cfg = db.cfg()
+    first = extract_to_parquet(cfg, hour(59))
+    pipeline = Path(cfg.data.data_dir) / cfg.name
+    before = {p: p.read_bytes() for p in pipeline.rglob("*") if p.is_file()}
+    db.load(hourly(range(60, 70)))
+
+    def crash(self, table):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("tasks.extract._MonthFiles.write", crash)
+    with pytest.raises(OSError, match="disk full"):
+        extract_to_parquet(cfg, hour(69))
+    assert {p: p.read_bytes() for p in pipeline.rglob("*") if p.is_file()} == before
+    assert read_watermark(cfg).watermark == hour(59)
+    pd.testing.assert_frame_equal(read_sorted(first.path), hourly(range(60)), check_dtype=False)

@@ -1,10 +1,13 @@
 import json
 import uuid
+from dataclasses import dataclass
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+import tasks.publish
+from tasks.db import is_transient
 from tasks.publish import build_run_record, forecast_table, publish, write_forecasts
 
 
@@ -23,6 +26,21 @@ def forecasts(series=("a", "b"), horizon=3, as_of="2020-01-01 00:00", level=1.0)
     return frame.assign(yhat_lower=frame["yhat"] - 1.0, yhat_upper=frame["yhat"] + 1.0)
 
 
+def quality(series=("a", "b", "c"), **extra: int) -> pd.DataFrame:
+    """Shaped like clean's quality frame, plus any extra repair counts."""
+    frame = pd.DataFrame(
+        {
+            "series_id": list(series),
+            "status": ["ok"] * (len(series) - 1) + ["skipped"],
+            "reason": [None] * (len(series) - 1) + ["shorter than lookback + horizon"],
+            "raw_rows": [100 + i for i in range(len(series))],
+            "duplicates": [i for i in range(len(series))],
+            "imputed": [2] * len(series),
+        }
+    )
+    return frame.assign(**{name: [value] * len(series) for name, value in extra.items()})
+
+
 def record(cfg, as_of="2020-01-01T00:00:00+00:00", run_id=None, version="lstm-abc"):
     return build_run_record(
         cfg, run_id=run_id or uuid.uuid4().hex, as_of=as_of, started_at="2020-01-02T00:00:00+00:00",
@@ -30,59 +48,203 @@ def record(cfg, as_of="2020-01-01T00:00:00+00:00", run_id=None, version="lstm-ab
     )  # fmt: skip
 
 
-def read(url: str, table: str = "forecasts") -> pd.DataFrame:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        frame = pd.read_sql(sa.select(forecast_table(table, sa.MetaData())), conn)
-    engine.dispose()
-    return frame.sort_values(["as_of", "series_id", "ts"]).reset_index(drop=True)
+@dataclass
+class Db:
+    url: str
+    table: str
+    runs: str
+    quality: str
+
+    def write(self, frame: pd.DataFrame, run, quality_frame: pd.DataFrame | None = None):
+        return write_forecasts(
+            self.url, self.table, self.runs, frame, run, quality=quality_frame, quality_name=self.quality
+        )
+
+    def query(self, statement) -> pd.DataFrame:
+        engine = sa.create_engine(self.url)
+        with engine.connect() as conn:
+            frame = pd.read_sql(statement, conn)
+        engine.dispose()
+        return frame
+
+    def forecasts(self) -> pd.DataFrame:
+        frame = self.query(sa.select(forecast_table(self.table, sa.MetaData())))
+        return frame.sort_values(["as_of", "series_id", "ts"]).reset_index(drop=True)
+
+    def quality_rows(self) -> pd.DataFrame:
+        table = sa.Table(self.quality, sa.MetaData(), autoload_with=sa.create_engine(self.url))
+        return self.query(sa.select(table)).sort_values(["as_of", "series_id"]).reset_index(drop=True)
+
+    def runs_rows(self) -> pd.DataFrame:
+        return self.query(sa.text(f'select * from "{self.runs}"'))
 
 
-def republish_replaces(url: str, cfg, table: str, runs: str) -> None:
-    first = write_forecasts(url, table, runs, forecasts(), record(cfg))
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request, sqlite_url):
+    if request.param == "sqlite":
+        yield Db(sqlite_url, "forecasts", "lstmcast_runs", "lstmcast_quality")
+        return
+    pg_url = request.getfixturevalue("pg_url")
+    suffix = uuid.uuid4().hex[:8]
+    names = Db(pg_url, f"fc_{suffix}", f"runs_{suffix}", f"quality_{suffix}")
+    try:
+        yield names
+    finally:
+        engine = sa.create_engine(pg_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'drop table if exists "{names.table}", "{names.runs}", "{names.quality}"'))
+        engine.dispose()
+
+
+def test_publish_creates_tables_and_replaces_the_same_as_of(db, sensor_cfg):
+    cfg = sensor_cfg()
+    first = db.write(forecasts(), record(cfg))
     assert (first.rows, first.replaced) == (6, 0)
-    again = write_forecasts(url, table, runs, forecasts(level=5.0), record(cfg, version="lstm-def"))
+    again = db.write(forecasts(level=5.0), record(cfg, version="lstm-def"))
     assert (again.rows, again.replaced) == (6, 6)
-    rows = read(url, table)
+    rows = db.forecasts()
     assert len(rows) == 6
     assert rows["yhat"].min() == 5.0 and set(rows["model_version"]) == {"lstm-def"}
     assert (rows["yhat_lower"] == rows["yhat"] - 1.0).all()
     assert (rows["yhat_upper"] == rows["yhat"] + 1.0).all()
-    other = write_forecasts(url, table, runs, forecasts(as_of="2020-01-02"), record(cfg, as_of="2020-01-02"))
+    other = db.write(forecasts(as_of="2020-01-02"), record(cfg, as_of="2020-01-02"))
     assert other.replaced == 0
-    rows = read(url, table)
+    rows = db.forecasts()
     assert len(rows) == 12 and rows["as_of"].nunique() == 2
+    runs = db.runs_rows()
+    assert len(runs) == 3 and set(runs["pipeline"]) == {"sensors"}
+    assert json.loads(runs["config"][0])["forecast"]["horizon"] == 12
+    assert json.loads(runs["metrics"][0]) == {"lstm": {"mase": 0.9}}
 
 
-def test_publish_creates_tables_and_replaces_the_same_as_of_on_sqlite(sensor_cfg, sqlite_url):
+def test_republishing_the_same_run_gives_identical_rows(db, sensor_cfg):
     cfg = sensor_cfg()
-    republish_replaces(sqlite_url, cfg, "forecasts", "lstmcast_runs")
-    engine = sa.create_engine(sqlite_url)
-    with engine.connect() as conn:
-        runs = conn.execute(sa.text("select pipeline, config, metrics from lstmcast_runs")).all()
+    run, frame = record(cfg), forecasts(series=("a", "b", "c"), horizon=4)
+    frame.iloc[1, frame.columns.get_loc("yhat_lower")] = float("nan")  # a missing bound stays NULL
+    db.write(frame, run, quality())
+    before, quality_before = db.forecasts(), db.quality_rows()
+    again = db.write(frame, run, quality())
+    assert (again.rows, again.replaced) == (12, 12)
+    after, quality_after = db.forecasts(), db.quality_rows()
+    assert len(after) == 12 and after["yhat_lower"].isna().sum() == 1
+    # created_at is when the rows were (re)written; every other value is identical
+    pd.testing.assert_frame_equal(before.drop(columns="created_at"), after.drop(columns="created_at"))
+    pd.testing.assert_frame_equal(quality_before, quality_after)
+    assert len(db.runs_rows()) == 1
+
+
+def test_rerun_with_a_series_fewer_leaves_exactly_the_new_set(db, sensor_cfg):
+    cfg = sensor_cfg()
+    db.write(forecasts(series=("a", "b", "c")), record(cfg))
+    db.write(forecasts(series=("a", "b", "c"), as_of="2020-01-02"), record(cfg, as_of="2020-01-02"))
+    result = db.write(forecasts(series=("a", "c"), level=7.0), record(cfg, version="lstm-def"))
+    assert (result.rows, result.replaced) == (6, 9)
+    rows = db.forecasts()
+    first = rows[rows["as_of"] == rows["as_of"].min()]
+    assert len(first) == 6 and set(first["series_id"]) == {"a", "c"}
+    assert set(first["model_version"]) == {"lstm-def"} and first["yhat"].min() == 7.0
+    assert len(rows) - len(first) == 9  # the other as-of is untouched
+
+
+def test_quality_report_is_written_replaced_and_summarised(db, sensor_cfg):
+    cfg = sensor_cfg()
+    run = record(cfg)
+    result = db.write(forecasts(), run, quality(outliers_clipped=1))
+    assert result.quality_rows == 3
+    rows = db.quality_rows()
+    assert list(rows["series_id"]) == ["a", "b", "c"] and set(rows["run_id"]) == {run.run_id}
+    assert set(rows["pipeline"]) == {"sensors"}
+    assert list(rows["duplicates"]) == [0, 1, 2] and list(rows["outliers_clipped"]) == [1, 1, 1]
+    assert list(rows["status"]) == ["ok", "ok", "skipped"]
+    assert (
+        rows["reason"].iloc[2] == "shorter than lookback + horizon" and rows["reason"].iloc[:2].isna().all()
+    )
+    counts = json.loads(db.runs_rows()["counts"][0])
+    assert counts["series"] == 2  # the flow's own counts stay
+    assert counts["quality"] == {
+        "series": 3, "ok": 2, "skipped": 1,
+        "raw_rows": 303, "duplicates": 3, "imputed": 6, "outliers_clipped": 3,
+    }  # fmt: skip
+
+    # a re-run of the date replaces the report; a repair count clean has started counting becomes a column
+    rerun = record(cfg)
+    db.write(forecasts(series=("a",)), rerun, quality(series=("a", "b"), outliers_clipped=0, tz_normalized=4))
+    db.write(forecasts(as_of="2020-01-02"), record(cfg, as_of="2020-01-02"), quality(outliers_clipped=2))
+    rows = db.quality_rows()
+    first = rows[rows["as_of"] == rows["as_of"].min()]
+    assert list(first["series_id"]) == ["a", "b"] and set(first["run_id"]) == {rerun.run_id}
+    assert list(first["tz_normalized"]) == [4, 4]
+    later = rows[rows["as_of"] == rows["as_of"].max()]
+    assert len(later) == 3 and later["tz_normalized"].isna().all()  # not counted by that run
+
+
+def test_existing_table_with_the_earlier_key_order_is_upserted(db, sensor_cfg):
+    engine = sa.create_engine(db.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            f'create table "{db.table}" (pipeline text, series_id text, as_of timestamp with time zone, '
+            "ts timestamp with time zone, yhat double precision not null, yhat_lower double precision, "
+            "yhat_upper double precision, model_version text not null, run_id text not null, "
+            "created_at timestamp with time zone not null, primary key (pipeline, series_id, as_of, ts))"
+        ))  # fmt: skip
     engine.dispose()
-    assert len(runs) == 3 and runs[0][0] == "sensors"
-    assert json.loads(runs[0][1])["forecast"]["horizon"] == 12
-    assert json.loads(runs[0][2]) == {"lstm": {"mase": 0.9}}
+    cfg = sensor_cfg()
+    db.write(forecasts(series=("a", "b")), record(cfg))
+    result = db.write(forecasts(series=("b",), level=3.0), record(cfg))
+    assert (result.rows, result.replaced) == (3, 6)
+    rows = db.forecasts()
+    assert set(rows["series_id"]) == {"b"} and rows["yhat"].min() == 3.0
+
+
+def test_failure_mid_publish_leaves_the_previous_rows_intact(db, sensor_cfg, monkeypatch):
+    cfg = sensor_cfg()
+    db.write(forecasts(series=("a", "b", "c")), record(cfg), quality())
+    before, quality_before, runs_before = db.forecasts(), db.quality_rows(), db.runs_rows()
+    real = tasks.publish.upsert_forecasts
+
+    def upsert_then_fail(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("connection lost after the upsert")
+
+    monkeypatch.setattr(tasks.publish, "upsert_forecasts", upsert_then_fail)
+    with pytest.raises(RuntimeError, match="connection lost after the upsert"):
+        db.write(forecasts(series=("a",), level=9.0), record(cfg, version="lstm-new"), quality(series=("a",)))
+    pd.testing.assert_frame_equal(db.forecasts(), before)
+    pd.testing.assert_frame_equal(db.quality_rows(), quality_before)
+    pd.testing.assert_frame_equal(db.runs_rows(), runs_before)
+    # the first publish of an as-of (plain insert from staging) rolls back the same way
+    with pytest.raises(RuntimeError, match="connection lost after the upsert"):
+        db.write(forecasts(as_of="2020-01-02"), record(cfg, as_of="2020-01-02"), quality())
+    pd.testing.assert_frame_equal(db.forecasts(), before)
+    pd.testing.assert_frame_equal(db.quality_rows(), quality_before)
 
 
 @pytest.mark.postgres
-def test_publish_on_postgres(pg_url, sensor_cfg):
-    table, runs = f"fc_{uuid.uuid4().hex[:8]}", f"runs_{uuid.uuid4().hex[:8]}"
+def test_column_types_and_index_on_postgres(pg_url, sensor_cfg):
+    suffix = uuid.uuid4().hex[:8]
+    names = Db(pg_url, f"fc_{suffix}", f"runs_{suffix}", f"quality_{suffix}")
+    engine = sa.create_engine(pg_url)
     try:
-        republish_replaces(pg_url, sensor_cfg(), table, runs)
-        engine = sa.create_engine(pg_url)
+        names.write(forecasts(), record(sensor_cfg()), quality(outliers_clipped=1))
         with engine.connect() as conn:
-            types = dict(conn.execute(sa.text(
-                "select column_name, data_type from information_schema.columns where table_name = :t"
-            ), {"t": table}).all())  # fmt: skip
-        engine.dispose()
-        assert types["as_of"] == "timestamp with time zone" and types["yhat"] == "double precision"
-        assert types["series_id"] == "text"
+            types = {
+                (table, column): kind
+                for table, column, kind in conn.execute(sa.text(
+                    "select table_name, column_name, data_type from information_schema.columns "
+                    "where table_name in (:f, :q)"
+                ), {"f": names.table, "q": names.quality}).all()
+            }  # fmt: skip
+            key = sa.inspect(conn).get_pk_constraint(names.table)["constrained_columns"]
+        assert types[names.table, "as_of"] == "timestamp with time zone"
+        assert types[names.table, "yhat"] == "double precision"
+        assert types[names.table, "series_id"] == "text"
+        assert types[names.quality, "as_of"] == "timestamp with time zone"
+        assert types[names.quality, "outliers_clipped"] == "bigint"
+        assert types[names.quality, "reason"] == "text"
+        assert key == ["pipeline", "as_of", "series_id", "ts"]
     finally:
-        engine = sa.create_engine(pg_url)
         with engine.begin() as conn:
-            conn.execute(sa.text(f'drop table if exists "{table}", "{runs}"'))
+            conn.execute(sa.text(f'drop table if exists "{names.table}", "{names.runs}", "{names.quality}"'))
         engine.dispose()
 
 
@@ -97,15 +259,76 @@ def test_existing_table_without_required_columns(sensor_cfg, sqlite_url):
         write_forecasts(sqlite_url, "forecasts", "lstmcast_runs", forecasts(), record(sensor_cfg()))
 
 
-def test_failed_publish_leaves_earlier_rows_untouched(sensor_cfg, sqlite_url):
+def test_existing_quality_table_without_required_columns(sensor_cfg, sqlite_url):
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("create table lstmcast_quality (series_id text, imputed integer)"))
+    engine.dispose()
+    with pytest.raises(
+        LookupError,
+        match=r"^output table 'lstmcast_quality' exists but lacks columns "
+        r"\['pipeline', 'as_of', 'run_id', 'status', 'reason'\]$",
+    ):
+        write_forecasts(
+            sqlite_url, "forecasts", "lstmcast_runs", forecasts(), record(sensor_cfg()), quality=quality()
+        )
+    assert not sa.inspect(sa.create_engine(sqlite_url)).has_table("forecasts")
+
+
+def test_quality_count_column_that_is_no_identifier_is_refused(sensor_cfg, sqlite_url):
+    bad = quality().assign(**{"bad name": 1})
+    with pytest.raises(
+        ValueError, match=r"^quality column 'bad name' cannot be a column of the quality table$"
+    ):
+        write_forecasts(
+            sqlite_url, "forecasts", "lstmcast_runs", forecasts(), record(sensor_cfg()), quality=bad
+        )
+
+
+def test_quality_frame_without_series_id_is_refused(sensor_cfg, sqlite_url):
+    bad = quality().drop(columns=["series_id", "reason"])
+    with pytest.raises(
+        ValueError,
+        match=r"^the quality frame has no series_id column \(columns: \['status', 'raw_rows', 'duplicates', "
+        r"'imputed'\]\)$",
+    ):
+        write_forecasts(
+            sqlite_url, "forecasts", "lstmcast_runs", forecasts(), record(sensor_cfg()), quality=bad
+        )
+
+
+def test_repeated_keys_are_refused_before_anything_is_written(sensor_cfg, sqlite_url):
     cfg = sensor_cfg()
     write_forecasts(sqlite_url, "forecasts", "lstmcast_runs", forecasts(), record(cfg))
     bad = forecasts(level=9.0)
-    bad = pd.concat([bad, bad.iloc[[0]]])  # duplicate key: the insert fails after the delete ran
-    with pytest.raises(sa.exc.IntegrityError):
+    bad = pd.concat([bad, bad.iloc[[0]]])
+    with pytest.raises(
+        ValueError,
+        match=r"^1 forecasts repeat a \(series_id, ts\) key \(first: 'a' at 2020-01-01 01:00:00\+00:00\); "
+        r"nothing was published$",
+    ):
         write_forecasts(sqlite_url, "forecasts", "lstmcast_runs", bad, record(cfg))
-    rows = read(sqlite_url)
+    rows = Db(sqlite_url, "forecasts", "lstmcast_runs", "").forecasts()
     assert len(rows) == 6 and rows["yhat"].max() < 9.0
+
+
+def test_nan_forecast_is_refused_before_anything_is_written(sensor_cfg, sqlite_url):
+    frame = forecasts()
+    frame.iloc[4, 2] = float("nan")
+    with pytest.raises(
+        ValueError, match=r"^1 forecasts have NaN yhat \(first: series 'b'\); nothing was published$"
+    ):
+        write_forecasts(sqlite_url, "forecasts", "lstmcast_runs", frame, record(sensor_cfg()))
+    assert not sa.inspect(sa.create_engine(sqlite_url)).has_table("forecasts")
+
+
+def test_unreachable_database_is_a_transient_error(sensor_cfg):
+    with pytest.raises(sa.exc.OperationalError) as info:
+        write_forecasts(
+            "postgresql+psycopg://postgres@127.0.0.1:1/test", "forecasts", "lstmcast_runs", forecasts(),
+            record(sensor_cfg()), quality=quality(),
+        )  # fmt: skip
+    assert is_transient(info.value)
 
 
 def test_publish_task_refuses_nan(sensor_cfg, tmp_path):
@@ -115,3 +338,12 @@ def test_publish_task_refuses_nan(sensor_cfg, tmp_path):
     frame.to_parquet(path)
     with pytest.raises(ValueError, match=r"fc.parquet holds NaN forecasts; nothing was published"):
         publish.fn(sensor_cfg(), str(path), record(sensor_cfg()))
+
+
+def test_publish_task_writes_the_quality_parquet(sensor_cfg, sqlite_url, tmp_path):
+    cfg = sensor_cfg(output={"quality_table": "dq"})
+    forecasts().to_parquet(tmp_path / "fc.parquet")
+    quality().to_parquet(tmp_path / "quality.parquet")
+    result = publish.fn(cfg, str(tmp_path / "fc.parquet"), record(cfg), str(tmp_path / "quality.parquet"))
+    assert (result.rows, result.quality_rows) == (6, 3)
+    assert len(Db(sqlite_url, "forecasts", "lstmcast_runs", "dq").quality_rows()) == 3

@@ -1,0 +1,101 @@
+"""Publish throughput on PostgreSQL: lstmcast's publish (staging COPY + delete of stale keys + upsert, one
+transaction) against `DataFrame.to_sql` (default method) of the same rows, each into a fresh table.
+
+Run from the repository root, with PostgreSQL on 127.0.0.1:5432: .venv/bin/python benchmarks/publish_load.py
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from tasks.publish import RunRecord, write_forecasts
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+HORIZON = 48
+AS_OF = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def forecast_frame(n_rows: int, seed: int = 0) -> pd.DataFrame:
+    """`n_rows` forecast rows: series of HORIZON hourly steps after AS_OF, with an interval."""
+    n_series = -(-n_rows // HORIZON)
+    steps = pd.date_range(AS_OF + pd.Timedelta(hours=1), periods=HORIZON, freq="h")
+    series = np.repeat([f"sensor_{i:06d}" for i in range(n_series)], HORIZON)[:n_rows]
+    ts = steps[np.tile(np.arange(HORIZON), n_series)[:n_rows]]
+    yhat = np.random.default_rng(seed).normal(50.0, 10.0, n_rows)
+    return pd.DataFrame(
+        {
+            "series_id": series,
+            "ts": ts,
+            "yhat": yhat,
+            "yhat_lower": yhat - 5.0,
+            "yhat_upper": yhat + 5.0,
+        }
+    )
+
+
+def run_record(run_id: str) -> RunRecord:
+    return RunRecord(
+        run_id=run_id, pipeline="bench", as_of=AS_OF.isoformat(), started_at=datetime.now(UTC).isoformat(),
+        model_version="bench", config_json="{}", metrics_json="{}", timings_json="{}",
+        counts_json=json.dumps({}),
+    )  # fmt: skip
+
+
+def to_sql_frame(frame: pd.DataFrame, run: RunRecord) -> pd.DataFrame:
+    """The same rows with every column the forecast table has, as a plain to_sql user would write them."""
+    return frame.assign(
+        pipeline=run.pipeline, as_of=AS_OF, model_version=run.model_version, run_id=run.run_id,
+        created_at=pd.Timestamp.now(tz="UTC"),
+    )  # fmt: skip
+
+
+def _line(name: str, n_rows: int, seconds: float) -> str:
+    return f"{name:<44} {n_rows:>9,} rows {seconds:8.2f} s {n_rows / seconds / 1e6:7.3f} M rows/s"
+
+
+def publish_benchmark(pg_url: str, n_rows: int = 480_000) -> list[str]:
+    """Time both ways into fresh tables (dropped afterwards) and return printable lines with the ratio."""
+    frame = forecast_frame(n_rows)
+    suffix = uuid.uuid4().hex[:8]
+    table, runs, plain = f"bench_fc_{suffix}", f"bench_runs_{suffix}", f"bench_to_sql_{suffix}"
+    engine = sa.create_engine(pg_url)
+    try:
+        started = time.perf_counter()
+        first = write_forecasts(pg_url, table, runs, frame, run_record(uuid.uuid4().hex))
+        publish_s = time.perf_counter() - started
+        started = time.perf_counter()
+        again = write_forecasts(pg_url, table, runs, frame, run_record(uuid.uuid4().hex))
+        republish_s = time.perf_counter() - started
+        assert first.rows == again.rows == again.replaced == n_rows
+
+        rows = to_sql_frame(frame, run_record(uuid.uuid4().hex))
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            rows.to_sql(plain, conn, index=False)
+        to_sql_s = time.perf_counter() - started
+    finally:
+        with engine.begin() as conn:
+            for name in (table, runs, plain):
+                conn.execute(
+                    sa.text(f"drop table if exists {engine.dialect.identifier_preparer.quote(name)}")
+                )
+        engine.dispose()
+    return [
+        _line("lstmcast publish, fresh table", n_rows, publish_s),
+        _line("lstmcast publish, same as-of again (upsert)", n_rows, republish_s),
+        _line("DataFrame.to_sql (default method)", n_rows, to_sql_s),
+        f"to_sql / publish: {to_sql_s / publish_s:.1f}x fresh, {to_sql_s / republish_s:.1f}x re-publish "
+        "(target >= 10x)",
+    ]
+
+
+if __name__ == "__main__":
+    for line in publish_benchmark(PG_URL):
+        print(line)
