@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import queue
@@ -384,6 +385,11 @@ def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.Re
         thread.join()
 
 
+def use_adbc(url: str) -> bool:
+    """PostgreSQL is read through ADBC when its driver is installed (the postgres extra), else SQLAlchemy."""
+    return is_postgres(url) and importlib.util.find_spec("adbc_driver_postgresql") is not None
+
+
 def _adbc_tables(
     url: str, stmt: sa.Select, src: SourceConfig, batch_rows: int, stats: _ReadStats
 ) -> Iterator[pa.Table]:
@@ -429,7 +435,7 @@ def _read_source(
         stmt, ts = _select(source, src), source.c[src.timestamp]
         if engine.dialect.name == "sqlite":
             tables = _sqlalchemy_tables(engine, _where_sqlite(stmt, ts, lower, upper), src, batch_rows, stats)
-        elif is_postgres(url):
+        elif use_adbc(url):
             tables = _adbc_tables(url, _where_postgres(stmt, ts, lower, upper), src, batch_rows, stats)
         else:
             tables = _sqlalchemy_tables(engine, _where_native(stmt, ts, lower, upper), src, batch_rows, stats)

@@ -403,3 +403,28 @@ def test_a_failed_incremental_run_leaves_store_watermark_and_files_as_they_were(
     assert {p: p.read_bytes() for p in pipeline.rglob("*") if p.is_file()} == before
     assert read_watermark(cfg).watermark == hour(59)
     pd.testing.assert_frame_equal(read_sorted(first.path), hourly(range(60)), check_dtype=False)
+
+
+def test_postgres_without_the_adbc_driver_reads_through_sqlalchemy_with_the_same_rows(
+    pg_url, tmp_path, monkeypatch
+):
+    """A core install (no postgres extra) still reads PostgreSQL, in SQLAlchemy chunks, to the same data."""
+    import tasks.extract
+
+    table = f"readings_{uuid.uuid4().hex[:12]}"
+    write_table(pg_url, table, hourly(range(300), series=("a", "b", "c")))
+    try:
+        cfg = parse_config(sensor_config_dict(pg_url, tmp_path / "adbc", source={"table": table}))
+        with_adbc = pd.read_parquet(extract_to_parquet(cfg, hour(250), chunk_rows=1_000).path)
+        assert tasks.extract.use_adbc(pg_url)
+        monkeypatch.setattr(tasks.extract, "use_adbc", lambda url: False)
+        cfg = parse_config(sensor_config_dict(pg_url, tmp_path / "plain", source={"table": table}))
+        without = pd.read_parquet(extract_to_parquet(cfg, hour(250), chunk_rows=1_000).path)
+        assert len(without) == 3 * 251
+        key = ["series_id", "ts"]
+        pd.testing.assert_frame_equal(
+            with_adbc.sort_values(key).reset_index(drop=True), without.sort_values(key).reset_index(drop=True)
+        )
+    finally:
+        with sa.create_engine(pg_url).begin() as conn:
+            conn.execute(sa.text(f'drop table "{table}"'))
