@@ -181,7 +181,7 @@ def extract_section(url: str) -> list[str]:
     lines += [
         "",
         f"extract vs read_sql: {vs_pandas:.1f}x (target >= 10x: {'met' if vs_pandas >= 10 else 'NOT met'})",
-        f"extract vs COPY: {vs_copy:.0%} (target >= 80%: {'met' if vs_copy >= 0.8 else 'NOT met'})",
+        f"extract vs COPY: {vs_copy:.1%} (target >= 80%: {'met' if vs_copy >= 0.8 else 'NOT met'})",
         f"extract peak RSS: {rss_gb:.2f} GB (target <= 1 GB: {'met' if rss_gb <= 1 else 'NOT met'})",
     ]
     return lines
