@@ -1,9 +1,9 @@
 """Publish: forecasts, the data-quality report and the run's metadata, written in one transaction.
 
 The new forecasts are bulk-loaded into a temporary staging table (binary COPY over the transaction's own
-psycopg connection on PostgreSQL, executemany elsewhere); then, in the same transaction, rows of
-(pipeline, as_of) whose keys are not staged are deleted, the staged rows are upserted (INSERT ... SELECT
-... ON CONFLICT DO UPDATE), the quality rows of (pipeline, as_of) are replaced and the run record is
+psycopg connection on PostgreSQL, executemany elsewhere); then, in the same transaction, the rows of
+(pipeline, as_of) are made equal to the staged set (rows dropped or changed are deleted, missing ones
+inserted from staging), the quality rows of (pipeline, as_of) are replaced and the run record is
 written. Readers see either the previous forecasts of an as-of or the new ones, never a mix, and a re-run
 of a date replaces its rows instead of duplicating them.
 """
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from prefect import task
 from prefect.tasks import exponential_backoff
-from sqlalchemy.dialects import postgresql, sqlite
 
 from tasks.config import PipelineConfig
 from tasks.db import create_engine, retry_if_transient, split_table
@@ -55,9 +55,10 @@ class RunRecord:
 class PublishResult:
     table: str
     rows: int
-    replaced: int
+    replaced: int  # rows the as-of had before
     seconds: float
     quality_rows: int = 0
+    written: int = 0  # rows inserted; unchanged rows of a re-publish are not rewritten
 
 
 def forecast_table(name: str, metadata: sa.MetaData) -> sa.Table:
@@ -184,12 +185,15 @@ def _nullable(values: pd.Series) -> list[Any]:
 
 
 def staged_rows(forecasts: pd.DataFrame) -> list[tuple[Any, ...]]:
-    """The varying columns only; pipeline, as_of, run and timestamps are constants added by the upsert."""
-    ts = pd.to_datetime(forecasts["ts"], utc=True)
+    """The varying columns only; pipeline, as_of, run and timestamps are constants added by the insert.
+    A forecast frame repeats a few horizon timestamps many times: each distinct one becomes a Python
+    datetime once."""
+    codes, stamps = pd.factorize(pd.to_datetime(forecasts["ts"], utc=True))
+    ts = np.array(stamps.to_pydatetime(), dtype=object)[codes]
     return list(
         zip(
             forecasts["series_id"].astype(str).tolist(),
-            list(ts.dt.to_pydatetime()),
+            ts.tolist(),
             forecasts["yhat"].astype(float).tolist(),
             _nullable(forecasts["yhat_lower"].astype(float)),
             _nullable(forecasts["yhat_upper"].astype(float)),
@@ -252,26 +256,38 @@ def load_staging(conn: sa.Connection, stage: sa.Table, rows: list[tuple[Any, ...
             copy.write_row(row)
 
 
-def delete_stale(
-    conn: sa.Connection, table: sa.Table, stage: sa.Table, pipeline: str, as_of: datetime
+def _same_key(table: sa.Table, stage: sa.Table) -> sa.ColumnElement[bool]:
+    return (stage.c.series_id == table.c.series_id) & (stage.c.ts == table.c.ts)
+
+
+def delete_replaced(
+    conn: sa.Connection, table: sa.Table, stage: sa.Table, run: RunRecord, as_of: datetime
 ) -> int:
-    """Rows of (pipeline, as_of) whose key is not in the new set (a series dropped since) must go too."""
-    staged = sa.select(sa.literal(1)).where(stage.c.series_id == table.c.series_id, stage.c.ts == table.c.ts)
-    return conn.execute(
-        sa.delete(table).where(table.c.pipeline == pipeline, table.c.as_of == as_of, ~staged.exists())
-    ).rowcount
+    """Delete the rows of (pipeline, as_of) that the new set drops or changes: keys not staged (a series
+    dropped since), other values, another model version. Unchanged rows stay as they are."""
+    unchanged = sa.select(sa.literal(1)).where(
+        _same_key(table, stage),
+        stage.c.yhat == table.c.yhat,
+        stage.c.yhat_lower.is_not_distinct_from(table.c.yhat_lower),
+        stage.c.yhat_upper.is_not_distinct_from(table.c.yhat_upper),
+        table.c.model_version == run.model_version,
+    )
+    same_as_of = (table.c.pipeline == run.pipeline) & (table.c.as_of == as_of)
+    return conn.execute(sa.delete(table).where(same_as_of, ~unchanged.exists())).rowcount
 
 
 def upsert_forecasts(
     conn: sa.Connection, table: sa.Table, stage: sa.Table, run: RunRecord, as_of: datetime, now: datetime,
-    existing: int,
-) -> None:  # fmt: skip
-    """INSERT ... SELECT from staging ... ON CONFLICT (key) DO UPDATE when (pipeline, as_of) has rows.
+    staged: int, existing: int,
+) -> int:  # fmt: skip
+    """Make the rows of (pipeline, as_of) equal to the staged set; returns the rows written.
 
-    A first publish of the as-of (`existing` == 0, counted under `lock_as_of`) skips the ON CONFLICT
-    clause, which measured twice the cost of a plain insert on PostgreSQL for nothing to update; a key
-    that appeared anyway fails the transaction, it never duplicates. Databases without ON CONFLICT get
-    the as-of deleted, then inserted.
+    A first publish of the as-of (`existing` == 0, counted under `lock_as_of`) is one INSERT ... SELECT.
+    A re-publish deletes the rows that were dropped or changed, then inserts the staged rows whose key is
+    not there any more: unchanged rows are not rewritten and keep the run that first wrote them. On
+    PostgreSQL this measured 2-4x faster than INSERT ... ON CONFLICT DO UPDATE of every row
+    (docs/BENCHMARKS.md), and works the same on every dialect. A key that appeared anyway fails the
+    primary key and the transaction; it never duplicates.
     """
     constants = {
         "pipeline": sa.literal(run.pipeline, sa.Text),
@@ -281,18 +297,16 @@ def upsert_forecasts(
         "created_at": sa.literal(now, sa.DateTime(timezone=True)),
     }
     columns = [c.name for c in table.columns]
-    # WHERE true: SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT without ambiguity
-    select = sa.select(*(constants.get(c, stage.c.get(c)) for c in columns)).where(sa.true())
-    dialect = {"postgresql": postgresql, "sqlite": sqlite}.get(conn.dialect.name)
-    if existing == 0 or dialect is None:
-        if existing:
-            conn.execute(sa.delete(table).where(table.c.pipeline == run.pipeline, table.c.as_of == as_of))
-        conn.execute(sa.insert(table).from_select(columns, select))
-        return
-    delete_stale(conn, table, stage, run.pipeline, as_of)
-    insert = dialect.insert(table).from_select(columns, select)
-    update = {c: insert.excluded[c] for c in columns if c not in FORECAST_KEY}
-    conn.execute(insert.on_conflict_do_update(index_elements=FORECAST_KEY, set_=update))
+    select = sa.select(*(constants.get(c, stage.c.get(c)) for c in columns))
+    kept = 0
+    if existing:
+        kept = existing - delete_replaced(conn, table, stage, run, as_of)
+        there = sa.select(sa.literal(1)).where(
+            table.c.pipeline == run.pipeline, table.c.as_of == as_of, _same_key(table, stage)
+        )
+        select = select.where(~there.exists())
+    conn.execute(sa.insert(table).from_select(columns, select))
+    return staged - kept
 
 
 def quality_rows(
@@ -352,7 +366,7 @@ def write_forecasts(
                 sa.select(sa.func.count()).select_from(fc_table)
                 .where(fc_table.c.pipeline == run.pipeline, fc_table.c.as_of == as_of)
             ).scalar_one()  # fmt: skip
-            upsert_forecasts(conn, fc_table, stage, run, as_of, now, replaced)
+            written = upsert_forecasts(conn, fc_table, stage, run, as_of, now, len(rows), replaced)
             stage.drop(conn)
             written_quality = 0
             if q_table is not None and quality is not None:
@@ -386,6 +400,7 @@ def write_forecasts(
         replaced=int(replaced),
         seconds=round(time.perf_counter() - started, 3),
         quality_rows=written_quality,
+        written=int(written),
     )
 
 

@@ -124,13 +124,33 @@ def test_republishing_the_same_run_gives_identical_rows(db, sensor_cfg):
     db.write(frame, run, quality())
     before, quality_before = db.forecasts(), db.quality_rows()
     again = db.write(frame, run, quality())
-    assert (again.rows, again.replaced) == (12, 12)
+    assert (again.rows, again.replaced, again.written) == (12, 12, 0)
     after, quality_after = db.forecasts(), db.quality_rows()
     assert len(after) == 12 and after["yhat_lower"].isna().sum() == 1
-    # created_at is when the rows were (re)written; every other value is identical
-    pd.testing.assert_frame_equal(before.drop(columns="created_at"), after.drop(columns="created_at"))
+    pd.testing.assert_frame_equal(before, after)  # unchanged rows are not rewritten
     pd.testing.assert_frame_equal(quality_before, quality_after)
     assert len(db.runs_rows()) == 1
+
+
+def test_republish_rewrites_only_changed_rows(db, sensor_cfg):
+    cfg = sensor_cfg()
+    first_run = record(cfg)
+    db.write(forecasts(series=("a", "b")), first_run)
+    frame = forecasts(series=("a", "b"))
+    changed = frame["series_id"] == "b"
+    frame.loc[changed, "yhat"] += 0.5
+    frame.loc[changed & (frame["ts"] == frame["ts"].max()), "yhat_upper"] = float("nan")
+    second_run = record(cfg)
+    result = db.write(frame, second_run)
+    assert (result.rows, result.replaced, result.written) == (6, 6, 3)
+    rows = db.forecasts()
+    a, b = rows[rows["series_id"] == "a"], rows[rows["series_id"] == "b"]
+    assert set(a["run_id"]) == {first_run.run_id} and set(b["run_id"]) == {second_run.run_id}
+    assert b["yhat"].tolist() == frame.loc[changed, "yhat"].tolist()
+    assert b["yhat_upper"].isna().sum() == 1
+    # the same values under another model version are that version's rows
+    relabelled = db.write(frame, record(cfg, version="lstm-def"))
+    assert relabelled.written == 6 and set(db.forecasts()["model_version"]) == {"lstm-def"}
 
 
 def test_rerun_with_a_series_fewer_leaves_exactly_the_new_set(db, sensor_cfg):
