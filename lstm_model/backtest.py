@@ -16,7 +16,7 @@ from lstm_model.baselines import naive_quantiles
 from lstm_model.config import ModelConfig, TrainConfig
 from lstm_model.metrics import coverage, mae, mase, rmse, smape
 from lstm_model.panel import Panel
-from lstm_model.train import fit, predict, quantile_pairs
+from lstm_model.train import TrainResult, fit, predict, predict_origins, quantile_pairs
 
 MODELS = ("lstm", "seasonal_naive", "naive")
 COLUMNS = ("fold", "cutoff", "series_id", "model", "mae", "rmse", "smape", "mase", "coverage")
@@ -60,12 +60,9 @@ def backtest(
     folds without eligible series.
     """
     horizon, window = model_cfg.horizon, model_cfg.lookback + model_cfg.horizon
-    n_steps, lengths = panel.n_steps, panel.lengths()
-    cutoffs = fold_cutoffs(n_steps, horizon, n_folds)
-    eligible = [
-        [sid for sid, t in zip(panel.series_ids, lengths, strict=True) if t - (n_steps - cutoff) >= window]
-        for cutoff in cutoffs
-    ]
+    n_steps = panel.n_steps
+    plan = fold_plan(panel, horizon, window, n_folds)
+    cutoffs, eligible = [c for c, _ in plan], [ids for _, ids in plan]
     if not any(eligible):
         raise ValueError(
             f"no fold has an eligible series: a series needs lookback + horizon = {window} steps before "
@@ -73,43 +70,99 @@ def backtest(
             f"(longest series: {n_steps} steps, {n_folds} folds of horizon {horizon})"
         )
 
-    levels, median = model_cfg.quantiles, model_cfg.median_index
-    pairs = quantile_pairs(levels)
-    outer = pairs[0] if pairs else None
     rows: list[dict[str, object]] = []
     for fold, (cutoff, ids) in enumerate(zip(cutoffs, eligible, strict=True)):
-        if ids:
-            train_panel = panel.truncate(cutoff).select(ids)
-            test_panel = panel.slice_global(cutoff, cutoff + horizon).select(ids)
-            result = fit(train_panel, model_cfg, train_cfg)
-            future = list(test_panel.future_covariates) if panel.n_future > 0 else None
-            forecasts = {
-                "lstm": predict(result, train_panel, future),
-                "seasonal_naive": naive_quantiles(train_panel, horizon, season_length, levels),
-                "naive": naive_quantiles(train_panel, horizon, 1, levels),
-            }
-            for i, sid in enumerate(ids):
-                y, insample = test_panel.target[i], train_panel.target[i]
-                for model in MODELS:
-                    q = forecasts[model][i]  # (horizon, Q)
-                    yhat = q[:, median]
-                    covered = coverage(y, q[:, outer[0]], q[:, outer[1]]) if outer else float("nan")
-                    rows.append(
-                        {
-                            "fold": fold,
-                            "cutoff": cutoff,
-                            "series_id": sid,
-                            "model": model,
-                            "mae": mae(y, yhat),
-                            "rmse": rmse(y, yhat),
-                            "smape": smape(y, yhat),
-                            "mase": mase(y, yhat, insample, season_length),
-                            "coverage": covered,
-                        }
-                    )
+        rows += run_fold(panel, model_cfg, train_cfg, fold, cutoff, ids, season_length)
         if on_fold is not None:
             on_fold(fold + 1, n_folds)
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def fold_plan(panel: Panel, horizon: int, window: int, n_folds: int) -> list[tuple[int, list[str]]]:
+    """(cutoff, eligible series) of each fold: a series takes part if it has `window` steps before it."""
+    n_steps, lengths = panel.n_steps, panel.lengths()
+    return [
+        (
+            cutoff,
+            [
+                sid
+                for sid, t in zip(panel.series_ids, lengths, strict=True)
+                if t - (n_steps - cutoff) >= window
+            ],
+        )
+        for cutoff in fold_cutoffs(n_steps, horizon, n_folds)
+    ]
+
+
+def _score_rows(
+    fold: int, cutoff: int, ids: list[str], forecasts: dict[str, np.ndarray], test: Panel, train: Panel,
+    model_cfg: ModelConfig, season_length: int,
+) -> list[dict[str, object]]:  # fmt: skip
+    median, pairs = model_cfg.median_index, quantile_pairs(model_cfg.quantiles)
+    outer = pairs[0] if pairs else None
+    rows: list[dict[str, object]] = []
+    for i, sid in enumerate(ids):
+        y, insample = test.target[i], train.target[i]
+        for model, quantiles in forecasts.items():
+            q = quantiles[i]  # (horizon, Q)
+            yhat = q[:, median]
+            covered = coverage(y, q[:, outer[0]], q[:, outer[1]]) if outer else float("nan")
+            rows.append(
+                {
+                    "fold": fold,
+                    "cutoff": cutoff,
+                    "series_id": sid,
+                    "model": model,
+                    "mae": mae(y, yhat),
+                    "rmse": rmse(y, yhat),
+                    "smape": smape(y, yhat),
+                    "mase": mase(y, yhat, insample, season_length),
+                    "coverage": covered,
+                }
+            )
+    return rows
+
+
+def run_fold(
+    panel: Panel, model_cfg: ModelConfig, train_cfg: TrainConfig, fold: int, cutoff: int, ids: list[str],
+    season_length: int,
+) -> list[dict[str, object]]:  # fmt: skip
+    """One fold: fit on the data before `cutoff`, score every model on the next `horizon` steps. Folds
+    share nothing, so they can run anywhere (the flow may send them to a Dask cluster)."""
+    if not ids:
+        return []
+    horizon, levels = model_cfg.horizon, model_cfg.quantiles
+    train_panel = panel.truncate(cutoff).select(ids)
+    test_panel = panel.slice_global(cutoff, cutoff + horizon).select(ids)
+    result = fit(train_panel, model_cfg, train_cfg)
+    future = list(test_panel.future_covariates) if panel.n_future > 0 else None
+    forecasts = {
+        "lstm": predict(result, train_panel, future),
+        "seasonal_naive": naive_quantiles(train_panel, horizon, season_length, levels),
+        "naive": naive_quantiles(train_panel, horizon, 1, levels),
+    }
+    return _score_rows(fold, cutoff, ids, forecasts, test_panel, train_panel, model_cfg, season_length)
+
+
+def holdout_mase(result: TrainResult, panel: Panel, season_length: int) -> float:
+    """Mean MASE of `result` forecasting the last `horizon` steps of every series of `panel` from one
+    origin. A model trained on `panel` never fitted those steps (they lie in its validation tail), so a
+    champion and a challenger are compared on the same unseen targets."""
+    horizon = result.model_config.horizon
+    origin = panel.n_steps - horizon
+    median = result.model_config.median_index
+    preds = predict_origins(result, panel, np.array([origin]))[:, 0]  # (n_series, horizon, Q)
+    scores = [
+        mase(panel.target[i][-horizon:], preds[i, :, median], panel.target[i][:-horizon], season_length)
+        for i in range(panel.n_series)
+        if not np.isnan(preds[i, :, median]).any()
+    ]
+    finite = [s for s in scores if np.isfinite(s)]
+    if not finite:
+        raise ValueError(
+            f"no series has lookback + horizon = {result.model_config.lookback + horizon} steps to score"
+        )
+    return float(np.mean(finite))
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

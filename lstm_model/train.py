@@ -239,8 +239,13 @@ def fit(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    init: TrainResult | None = None,
 ) -> TrainResult:
     """Train a global LSTM on `panel` (all of it is training data; validation is its recent tail).
+
+    With `init` (a warm start), training continues from that model's weights and keeps its scaler, so
+    the fine-tuned model reads its inputs the way the original learned to; `warm_start_problem` says
+    when that is impossible.
 
     The scaler is fitted here on `panel` only. ReduceLROnPlateau halves the learning rate after
     max(1, patience // 2) epochs without improvement, so (for patience >= 2) a lower rate gets tried
@@ -248,7 +253,22 @@ def fit(
     the intervals are then calibrated on the validation windows.
     """
     with torch_threads(train_cfg.threads):
-        return _fit(panel, model_cfg, train_cfg, on_epoch)
+        return _fit(panel, model_cfg, train_cfg, on_epoch, init)
+
+
+def warm_start_problem(init: TrainResult, panel: Panel, model_cfg: ModelConfig) -> str | None:
+    """Why `init` cannot be fine-tuned on `panel` with `model_cfg` (None when it can): the weights
+    and the scaler only fit the same architecture, inputs and series."""
+    if init.model_config != model_cfg:
+        changed = sorted(k for k, v in model_cfg.to_dict().items() if init.model_config.to_dict().get(k) != v)
+        return f"the model settings changed ({', '.join(changed)})"
+    if (init.past_names, init.future_names) != (panel.past_names, panel.future_names):
+        return "the covariates changed"
+    if set(init.series_ids) != set(panel.series_ids):
+        new = sorted(set(panel.series_ids) - set(init.series_ids))
+        gone = sorted(set(init.series_ids) - set(panel.series_ids))
+        return f"the series changed (new: {new[:5]}, gone: {gone[:5]})"
+    return None
 
 
 def _fit(
@@ -256,13 +276,16 @@ def _fit(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     on_epoch: Callable[[dict[str, Any]], None] | None,
+    init: TrainResult | None = None,
 ) -> TrainResult:
     t_start = time.monotonic()
     train_ranges = _check_trainable(panel, model_cfg, train_cfg)
+    if init is not None and (problem := warm_start_problem(init, panel, model_cfg)) is not None:
+        raise ValueError(f"cannot warm-start: {problem}")
     device = select_device(train_cfg.device)
     bf16 = use_bf16(device, train_cfg.precision)
 
-    scaler = SeriesScaler().fit(panel)
+    scaler = init.scaler if init is not None else SeriesScaler().fit(panel)
     source = WindowSource.from_panel(panel, model_cfg.lookback, model_cfg.horizon, scaler)
     source = _place_data(source, device)
     _, val_ranges = source.split(train_cfg.val_fraction)
@@ -272,7 +295,10 @@ def _fit(
     rng = np.random.default_rng(train_cfg.seed)
     model = LSTMForecaster(
         1 + panel.n_past + panel.n_future, panel.n_future, model_cfg, n_series=panel.n_series
-    ).to(device)
+    )
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
+    model = model.to(device)
     run = _Runner(model, source, device, bf16)
     levels = torch.tensor(model_cfg.quantiles, dtype=torch.float32, device=device)
     optimizer = torch.optim.AdamW(

@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import TimeSeriesSplit
 
-from lstm_model.backtest import backtest, fold_cutoffs, summarize
+from lstm_model.backtest import backtest, fold_cutoffs, holdout_mase, summarize
 from lstm_model.config import ModelConfig, TrainConfig
+from lstm_model.metrics import mase
+from lstm_model.train import fit, predict_origins
 
 # `lstm_model.backtest` as an attribute is the re-exported function, so fetch the module itself.
 backtest_mod = importlib.import_module("lstm_model.backtest")
@@ -159,3 +161,18 @@ def test_coverage_is_nan_without_a_symmetric_interval(make_panel):
     df = backtest(panel, cfg, TRAIN, n_folds=1, season_length=SEASON)
     assert len(df) == 2 * 3 and df["coverage"].isna().all()
     assert np.isfinite(df["mae"]).all()
+
+
+def test_holdout_mase_scores_the_last_horizon_from_one_origin(tiny_model, make_panel, make_train):
+    panel = make_panel(n_series=3, length=120)
+    result = fit(panel, tiny_model, make_train())
+    score = holdout_mase(result, panel, season_length=12)
+    horizon, origin = tiny_model.horizon, panel.n_steps - tiny_model.horizon
+    preds = predict_origins(result, panel, np.array([origin]))[:, 0, :, tiny_model.median_index]
+    expected = np.mean(
+        [mase(panel.target[i][-horizon:], preds[i], panel.target[i][:-horizon], 12) for i in range(3)]
+    )
+    assert score == pytest.approx(expected)
+    short = make_panel(n_series=1, length=tiny_model.lookback + tiny_model.horizon - 1)
+    with pytest.raises(ValueError, match="no series has lookback \\+ horizon = 16 steps to score"):
+        holdout_mase(result, short.select(["s0"]), season_length=12)

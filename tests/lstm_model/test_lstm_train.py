@@ -9,7 +9,7 @@ from lstm_model.baselines import naive
 from lstm_model.config import ModelConfig
 from lstm_model.metrics import mae
 from lstm_model.model import LSTMForecaster
-from lstm_model.train import fit, predict, predict_origins
+from lstm_model.train import fit, predict, predict_origins, warm_start_problem
 from lstm_model.windows import WindowSource
 
 HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "lr", "seconds"}
@@ -320,3 +320,38 @@ def test_series_embedding_follows_the_series_ids_not_their_position(make_panel, 
     unseen = make_panel(n_series=4, length=80).select(["s3"])
     with pytest.raises(KeyError, match="series 's3' was not seen when the scaler was fitted"):
         predict(result, unseen)
+
+
+def test_warm_start_continues_from_the_given_weights_and_keeps_its_scaler(tiny_model, make_panel, make_train):
+    panel = make_panel(n_series=3, length=120)
+    base = fit(panel, tiny_model, make_train())
+    longer = make_panel(n_series=3, length=140)  # the same series, newer data
+    tuned = fit(
+        longer, tiny_model, make_train(max_epochs=1, steps_per_epoch=1, learning_rate=1e-9), init=base
+    )
+    assert tuned.scaler is base.scaler
+    # a negligible learning rate leaves the weights where the champion had them
+    for name, weights in base.model.state_dict().items():
+        torch.testing.assert_close(tuned.model.state_dict()[name], weights, atol=1e-6, rtol=0)
+    fresh = fit(longer, tiny_model, make_train(max_epochs=1, steps_per_epoch=1, learning_rate=1e-9, seed=1))
+    differs = any(
+        not torch.allclose(fresh.model.state_dict()[k], v) for k, v in base.model.state_dict().items()
+    )
+    assert differs
+
+
+def test_warm_start_problems_are_named(tiny_model, make_panel, make_train):
+    base = fit(make_panel(n_series=3), tiny_model, make_train())
+    assert warm_start_problem(base, make_panel(n_series=3), tiny_model) is None
+    assert warm_start_problem(base, make_panel(n_series=4), tiny_model) == (
+        "the series changed (new: ['s3'], gone: [])"
+    )
+    wider = dataclasses.replace(tiny_model, hidden_size=16)
+    assert (
+        warm_start_problem(base, make_panel(n_series=3), wider) == "the model settings changed (hidden_size)"
+    )
+    assert (
+        warm_start_problem(base, make_panel(n_series=3, n_future=1), tiny_model) == "the covariates changed"
+    )
+    with pytest.raises(ValueError, match=r"^cannot warm-start: the model settings changed \(hidden_size\)$"):
+        fit(make_panel(n_series=3), wider, make_train(), init=base)
