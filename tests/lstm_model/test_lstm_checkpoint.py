@@ -127,3 +127,20 @@ def test_load_rejects_a_calibration_that_does_not_fit_the_quantiles(trained, tmp
         f"checkpoint {str(tmp_path / 'bad.pt')!r}: calibration has shape (2, 4), expected (1, 4) "
         "(symmetric pairs of quantiles (0.1, 0.5, 0.9), horizon)"
     )
+
+
+def test_a_file_with_cuda_storages_loads_on_a_cpu_only_machine(trained, tmp_path, monkeypatch):
+    """Every storage in the file tagged 'cuda:0', as torch.save writes tensors that live on a GPU: a
+    plain torch.load fails on this CPU-only machine, load_checkpoint maps them to the CPU."""
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA: here torch.load would place the tensors on the GPU")
+    panel, result = trained
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        save_checkpoint(dataclasses.replace(result, device="cuda:0"), tmp_path / "gpu.pt")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(tmp_path / "gpu.pt", weights_only=True)
+    loaded = load_checkpoint(tmp_path / "gpu.pt")
+    assert loaded.device == "cuda:0" and all(p.device.type == "cpu" for p in loaded.model.parameters())
+    future = [np.zeros((4, 1))] * 3
+    np.testing.assert_array_equal(predict(loaded, panel, future), predict(result, panel, future))
