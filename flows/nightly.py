@@ -1,43 +1,102 @@
-"""The nightly forecast flow: extract -> clean -> validate -> train -> forecast -> publish."""
+"""The nightly forecast flow.
+
+extract -> clean -> backtest folds -> gate -> plan training -> train + register (or reuse the champion)
+-> forecast groups -> publish -> score earlier forecasts -> report.
+
+The stages after extract are cached on their inputs (tasks/cache.py), so re-running a failed run with
+the same as-of resumes where it stopped. Backtest folds and forecast groups are separate tasks: on a
+Dask task runner (flows/runners.py) they run in parallel across the cluster.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+from prefect.task_runners import ThreadPoolTaskRunner
 
+from tasks.cache import cached
 from tasks.clean import clean
 from tasks.config import load_config
 from tasks.extract import extract, resolve_as_of
-from tasks.forecast import SEASONAL_NAIVE, forecast
+from tasks.forecast import SEASONAL_NAIVE, forecast_group, merge_forecasts, series_groups
 from tasks.publish import build_run_record, publish
+from tasks.registry import REUSE, WARM_START, plan_training, register, reuse_champion
+from tasks.report import report
+from tasks.score import score
 from tasks.train import train
-from tasks.validate import gate, validate
+from tasks.validate import GateFailed, backtest_fold, folds, gate, summarize_backtest
+
+GATE_FAILED = "GateFailed"  # final state name of a run whose LSTM lost the backtest with gate = "fail"
+FALLBACK = "CompletedWithFallback"  # final state name of a run that published seasonal naive instead
 
 
-@flow(name="nightly-forecast", log_prints=True)
-def nightly_forecast(config_path: str, as_of: str | None = None) -> dict[str, Any]:
+def nightly_run_name() -> str:
+    """`nightly-<as-of date>`, or the scheduled date when the run forecasts from the latest data."""
+    as_of = flow_run.parameters.get("as_of")
+    day = pd.Timestamp(as_of) if as_of else pd.Timestamp(flow_run.scheduled_start_time or datetime.now(UTC))
+    return f"nightly-{day:%Y-%m-%d}"
+
+
+@flow(
+    name="nightly-forecast",
+    log_prints=True,
+    flow_run_name=nightly_run_name,
+    # one fold or group at a time here: each already uses every core; flows/runners.py swaps in Dask
+    task_runner=ThreadPoolTaskRunner(max_workers=1),
+)
+def nightly_forecast(config_path: str, as_of: str | None = None) -> Any:
     """Forecast every series `horizon` steps past `as_of` (default: the source's last timestamp)."""
     started_at = datetime.now(UTC).isoformat()
     cfg = load_config(config_path)
     as_of_iso = resolve_as_of(cfg, as_of)
     extracted = extract(cfg, as_of_iso)
-    cleaned = clean(cfg, extracted.path, as_of_iso)
-    backtest = validate(cfg, cleaned.history_path)
+    cleaned = cached(clean)(cfg, extracted.path, as_of_iso)
+    history = cleaned.history_path
+
+    t_backtest = time.perf_counter()
+    fold_runs = [cached(backtest_fold).submit(cfg, history, f) for f in folds(cfg, history)]
+    backtest = summarize_backtest(
+        cfg, history, [f.result() for f in fold_runs], time.perf_counter() - t_backtest
+    )
     decision = gate(cfg, backtest.summary)
+    if decision.fail:
+        return Failed(name=GATE_FAILED, message=decision.message, data=GateFailed(decision.message))
+
     stages: dict[str, Any] = {"extract": extracted, "clean": cleaned, "validate": backtest}
-    checkpoint, model_version, best_val_loss = None, SEASONAL_NAIVE, None
+    checkpoint, model_version, training = None, SEASONAL_NAIVE, None
+    run_id = str(flow_run.id)
     if decision.use_lstm:
-        trained = stages["train"] = train(cfg, cleaned.history_path)
-        checkpoint, model_version = trained.checkpoint_path, trained.model_version
-        best_val_loss = trained.best_val_loss
-    forecasts = stages["forecast"] = forecast(cfg, checkpoint, cleaned.history_path, cleaned.future_path)
+        plan = plan_training(cfg, history, as_of_iso)
+        if plan.action == REUSE:
+            selection = reuse_champion(plan)
+        else:
+            parent = plan.champion if plan.action == WARM_START else None
+            trained = stages["train"] = cached(train)(
+                cfg, history, parent.checkpoint_path if parent else None, parent.version if parent else None
+            )
+            selection = register(cfg, trained, plan, history, as_of_iso, run_id, backtest.summary)
+        checkpoint, model_version = selection.checkpoint_path, selection.version
+        training = {"plan": plan.action, "reason": plan.reason, "selection": selection.message}
+
+    t_forecast = time.perf_counter()
+    groups = series_groups(history, cfg.scale.forecast_groups)
+    parts = [
+        cached(forecast_group).submit(cfg, checkpoint, history, cleaned.future_path, i, g)
+        for i, g in enumerate(groups)
+    ]
+    forecasts = stages["forecast"] = merge_forecasts(
+        cfg, history, [p.result() for p in parts], time.perf_counter() - t_forecast
+    )
     run = build_run_record(
         cfg,
-        run_id=str(flow_run.id),
+        run_id=run_id,
         as_of=as_of_iso,
         started_at=started_at,
         model_version=model_version,
@@ -45,19 +104,21 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> dict[str, An
             "backtest": backtest.summary,
             "folds": backtest.folds,
             "gate": decision.message,
+            "training": training,
             "interval": forecasts.interval,
-            "best_val_loss": best_val_loss,
         },
         timings=run_timings(stages),
         counts={name: dataclasses.asdict(result) for name, result in stages.items()},
     )
     published = publish(cfg, forecasts.path, run, cleaned.quality_path)
-    return {
+    scored = score(cfg, history)
+    summary = {
         "pipeline": cfg.name,
         "run_id": run.run_id,
         "as_of": as_of_iso,
         "model_version": model_version,
         "gate": decision.message,
+        "training": training,
         "interval": forecasts.interval,
         "backtest": backtest.summary,
         "series_forecast": forecasts.series,
@@ -66,8 +127,13 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> dict[str, An
         "rows_replaced": published.replaced,
         "output_table": cfg.output.table,
         "quality_rows": published.quality_rows,
-        "timings": {**run_timings(stages), "publish": published.seconds},
+        "accuracy_scored": scored.scored,
+        "timings": {**run_timings(stages), "publish": published.seconds, "score": scored.seconds},
     }
+    report(cfg, summary, backtest.path, cleaned.quality_path, history, forecasts.path)
+    if not decision.use_lstm:
+        return Completed(name=FALLBACK, message=decision.message, data=summary)
+    return summary
 
 
 def run_timings(stages: dict[str, Any]) -> dict[str, float]:

@@ -60,18 +60,9 @@ def backtest(
     folds without eligible series.
     """
     horizon, window = model_cfg.horizon, model_cfg.lookback + model_cfg.horizon
-    n_steps = panel.n_steps
     plan = fold_plan(panel, horizon, window, n_folds)
-    cutoffs, eligible = [c for c, _ in plan], [ids for _, ids in plan]
-    if not any(eligible):
-        raise ValueError(
-            f"no fold has an eligible series: a series needs lookback + horizon = {window} steps before "
-            f"the fold's cutoff, but the earliest cutoff is {cutoffs[0]} and the latest is {cutoffs[-1]} "
-            f"(longest series: {n_steps} steps, {n_folds} folds of horizon {horizon})"
-        )
-
     rows: list[dict[str, object]] = []
-    for fold, (cutoff, ids) in enumerate(zip(cutoffs, eligible, strict=True)):
+    for fold, (cutoff, ids) in enumerate(plan):
         rows += run_fold(panel, model_cfg, train_cfg, fold, cutoff, ids, season_length)
         if on_fold is not None:
             on_fold(fold + 1, n_folds)
@@ -81,17 +72,18 @@ def backtest(
 def fold_plan(panel: Panel, horizon: int, window: int, n_folds: int) -> list[tuple[int, list[str]]]:
     """(cutoff, eligible series) of each fold: a series takes part if it has `window` steps before it."""
     n_steps, lengths = panel.n_steps, panel.lengths()
-    return [
-        (
-            cutoff,
-            [
-                sid
-                for sid, t in zip(panel.series_ids, lengths, strict=True)
-                if t - (n_steps - cutoff) >= window
-            ],
-        )
-        for cutoff in fold_cutoffs(n_steps, horizon, n_folds)
+    cutoffs = fold_cutoffs(n_steps, horizon, n_folds)
+    ids = panel.series_ids
+    plan = [
+        (c, [sid for sid, t in zip(ids, lengths, strict=True) if t - n_steps + c >= window]) for c in cutoffs
     ]
+    if not any(ids for _, ids in plan):
+        raise ValueError(
+            f"no fold has an eligible series: a series needs lookback + horizon = {window} steps before "
+            f"the fold's cutoff, but the earliest cutoff is {cutoffs[0]} and the latest is {cutoffs[-1]} "
+            f"(longest series: {n_steps} steps, {n_folds} folds of horizon {horizon})"
+        )
+    return plan
 
 
 def _score_rows(

@@ -198,18 +198,49 @@ class OutputConfig(_Section):
     table: str = "forecasts"
     runs_table: str = "lstmcast_runs"
     quality_table: str = "lstmcast_quality"  # per-run, per-series counts of every cleaning repair
+    accuracy_table: str = "lstmcast_accuracy"  # scores of earlier forecasts once their actuals arrived
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         return check_url(v, "output.url")
 
-    @field_validator("table", "runs_table", "quality_table")
+    @field_validator("table", "runs_table", "quality_table", "accuracy_table")
     @classmethod
     def _table(cls, v: str, info: Any) -> str:
         if not _QUALIFIED_TABLE.match(v):
             raise ValueError(f"output.{info.field_name} must be a table name, got {v!r}")
         return v
+
+
+class RegistrySection(_Section):
+    """When the nightly run trains. A full retrain every `retrain_every` runs, and whenever the data
+    drifted or the model settings changed; the runs in between fine-tune the champion for
+    `fine_tune_epochs` epochs (`between = "warm_start"`) or forecast with it as it is ("reuse")."""
+
+    table: str = "lstmcast_models"
+    retrain_every: int = Field(default=1, ge=1)
+    between: Literal["warm_start", "reuse"] = "warm_start"
+    fine_tune_epochs: int = Field(default=5, ge=1)
+    # median over series of |recent mean - champion's mean| / champion's std of the target
+    drift_threshold: float | None = Field(default=2.0, gt=0)
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        if not _QUALIFIED_TABLE.match(v):
+            raise ValueError(f"registry.table must be a table name, got {v!r}")
+        return v
+
+
+class ScaleSection(_Section):
+    """Where the per-fold backtests and per-group forecasts run: Prefect's thread pool on this machine
+    (one at a time, each using every core), or a Dask cluster (`dask_address`, else a LocalCluster)."""
+
+    runner: Literal["threads", "dask"] = "threads"
+    dask_address: str | None = None
+    dask_workers: int | None = Field(default=None, ge=1)
+    forecast_groups: int = Field(default=1, ge=1)
 
 
 class PipelineConfig(_Section):
@@ -220,6 +251,8 @@ class PipelineConfig(_Section):
     model: ModelSection = ModelSection()
     training: TrainingSection = TrainingSection()
     output: OutputConfig = OutputConfig()
+    registry: RegistrySection = RegistrySection()
+    scale: ScaleSection = ScaleSection()
 
     @field_validator("name")
     @classmethod

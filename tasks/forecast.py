@@ -78,6 +78,12 @@ def interval_columns(quantiles: tuple[float, ...]) -> tuple[int, int, int] | Non
     return (pairs[0][0], quantiles.index(0.5), pairs[0][1]) if pairs else None
 
 
+def nominal_coverage(quantiles: tuple[float, ...]) -> float | None:
+    """The promised coverage of [yhat_lower, yhat_upper], None without an interval."""
+    cols = interval_columns(quantiles)
+    return round(quantiles[cols[2]] - quantiles[cols[0]], 6) if cols else None
+
+
 def forecast_frame(
     cfg: PipelineConfig, panel: Panel, index: dict[str, pd.DatetimeIndex], q: np.ndarray
 ) -> tuple[pd.DataFrame, float | None]:
@@ -96,16 +102,25 @@ def forecast_frame(
         part["yhat_lower"] = q[i, :, cols[0]] if cols else np.nan
         part["yhat_upper"] = q[i, :, cols[2]] if cols else np.nan
         frames.append(pd.DataFrame(part))
-    coverage = round(levels[cols[2]] - levels[cols[0]], 6) if cols else None
-    return pd.concat(frames, ignore_index=True), coverage
+    return pd.concat(frames, ignore_index=True), nominal_coverage(levels)
 
 
-def make_forecast(
-    cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str
-) -> ForecastResult:
-    """Forecast from the checkpoint, or from seasonal naive when `checkpoint_path` is None."""
-    started = time.perf_counter()
-    panel = load_panel(cfg, history_path)
+def series_groups(history_path: str, groups: int) -> list[tuple[str, ...]]:
+    """The series split into at most `groups` contiguous groups of near-equal size, in id order."""
+    ids = sorted(pd.read_parquet(history_path, columns=["series_id"])["series_id"].astype(str).unique())
+    return [
+        tuple(part)
+        for part in np.array_split(np.array(ids, dtype=object), min(groups, len(ids)))
+        if len(part)
+    ]
+
+
+def forecast_series(
+    cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str,
+    series: tuple[str, ...] | None = None,
+) -> tuple[pd.DataFrame, float | None]:  # fmt: skip
+    """Forecast frame of `series` (all when None) from the checkpoint, or seasonal naive without one."""
+    panel = load_panel(cfg, history_path, series)
     index = horizon_index(cfg, history_path)
     levels = cfg.model_config_for_lstm().quantiles
     if checkpoint_path is None:
@@ -113,16 +128,49 @@ def make_forecast(
     else:
         model = load_checkpoint(checkpoint_path)
         q = predict(model, panel, future_arrays(cfg, future_path, index, panel.series_ids))
-    frame, coverage = forecast_frame(cfg, panel, index, q)
+    return forecast_frame(cfg, panel, index, q)
+
+
+def write_forecast_part(
+    cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str, group: int,
+    series: tuple[str, ...],
+) -> str:  # fmt: skip
+    """One group's forecasts, next to the history as forecast-part-<group>.parquet."""
+    frame, _ = forecast_series(cfg, checkpoint_path, history_path, future_path, series)
+    path = Path(history_path).with_name(f"forecast-part-{group:04d}.parquet")
+    write_parquet_atomic(frame, path)
+    return str(path)
+
+
+def _write_result(
+    cfg: PipelineConfig, history_path: str, frame: pd.DataFrame, seconds: float
+) -> ForecastResult:
     path = Path(history_path).with_name("forecast.parquet")
     write_parquet_atomic(frame, path)
     return ForecastResult(
         path=str(path),
-        series=len(panel.series_ids),
+        series=int(frame["series_id"].nunique()),
         rows=len(frame),
-        seconds=round(time.perf_counter() - started, 3),
-        interval=coverage,
+        seconds=round(seconds, 3),
+        interval=nominal_coverage(cfg.model_config_for_lstm().quantiles),
     )
+
+
+def combine_forecasts(
+    cfg: PipelineConfig, history_path: str, parts: list[str], seconds: float
+) -> ForecastResult:
+    """The groups' forecasts as one forecast.parquet, in group order."""
+    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    return _write_result(cfg, history_path, frame, seconds)
+
+
+def make_forecast(
+    cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str
+) -> ForecastResult:
+    """Forecast every series in this process, from the checkpoint or (None) from seasonal naive."""
+    started = time.perf_counter()
+    frame, _ = forecast_series(cfg, checkpoint_path, history_path, future_path)
+    return _write_result(cfg, history_path, frame, time.perf_counter() - started)
 
 
 @task
@@ -130,3 +178,18 @@ def forecast(
     cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str
 ) -> ForecastResult:
     return make_forecast(cfg, checkpoint_path, history_path, future_path)
+
+
+@task
+def forecast_group(
+    cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str, group: int,
+    series: tuple[str, ...],
+) -> str:  # fmt: skip
+    return write_forecast_part(cfg, checkpoint_path, history_path, future_path, group, series)
+
+
+@task
+def merge_forecasts(
+    cfg: PipelineConfig, history_path: str, parts: list[str], seconds: float
+) -> ForecastResult:
+    return combine_forecasts(cfg, history_path, parts, seconds)

@@ -1,15 +1,23 @@
-"""Train: one global LSTM over every usable series, saved as a single self-describing checkpoint."""
+"""Train: one global LSTM over every usable series, saved as a single self-describing checkpoint.
+
+From scratch, or (a warm start) fine-tuned from the champion's checkpoint on the new data. Checkpoints
+are kept per pipeline under `<data_dir>/<pipeline>/models/`, named by their version (a digest of the
+file), so the registry can point at them after the run's own files are gone.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
 
-from lstm_model.checkpoint import save_checkpoint
+from lstm_model.checkpoint import load_checkpoint, save_checkpoint
 from lstm_model.train import fit
 from tasks._log import stage_logger
 from tasks.config import PipelineConfig
@@ -20,6 +28,8 @@ from tasks.validate import load_panel
 class TrainOutput:
     checkpoint_path: str
     model_version: str
+    kind: str  # "trained" | "warm_start"
+    parent_version: str | None
     epochs: int
     best_epoch: int
     stopped_reason: str
@@ -32,7 +42,14 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train_model(cfg: PipelineConfig, history_path: str) -> TrainOutput:
+def models_dir(cfg: PipelineConfig) -> Path:
+    return Path(cfg.data.data_dir) / cfg.name / "models"
+
+
+def train_model(
+    cfg: PipelineConfig, history_path: str, init_checkpoint_path: str | None = None,
+    parent_version: str | None = None,
+) -> TrainOutput:  # fmt: skip
     started = time.perf_counter()
     log = stage_logger()
     panel = load_panel(cfg, history_path)
@@ -43,13 +60,28 @@ def train_model(cfg: PipelineConfig, history_path: str) -> TrainOutput:
             row["epoch"], row["train_loss"], row["val_loss"], row["lr"], row["seconds"],
         )  # fmt: skip
 
-    result = fit(panel, cfg.model_config_for_lstm(), cfg.train_config(), on_epoch=on_epoch)
-    path = Path(history_path).with_name("model.pt")
-    save_checkpoint(result, path)
+    train_cfg = cfg.train_config()
+    init = None
+    if init_checkpoint_path is not None:
+        init = load_checkpoint(init_checkpoint_path)
+        train_cfg = dataclasses.replace(train_cfg, max_epochs=cfg.registry.fine_tune_epochs)
+        log.info(
+            "fine-tuning %s for up to %d epochs", parent_version or init_checkpoint_path, train_cfg.max_epochs
+        )
+    result = fit(panel, cfg.model_config_for_lstm(), train_cfg, on_epoch=on_epoch, init=init)
+    folder = models_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = folder / f".model-{uuid.uuid4().hex}.pt"
+    save_checkpoint(result, staged)
+    version = f"lstm-{file_digest(staged)[:12]}"
+    path = folder / f"{version}.pt"
+    os.replace(staged, path)
     best = min(row["val_loss"] for row in result.history)
     return TrainOutput(
         checkpoint_path=str(path),
-        model_version=f"lstm-{file_digest(path)[:12]}",
+        model_version=version,
+        kind="warm_start" if init is not None else "trained",
+        parent_version=parent_version if init is not None else None,
         epochs=len(result.history),
         best_epoch=result.best_epoch,
         stopped_reason=result.stopped_reason,
@@ -60,5 +92,8 @@ def train_model(cfg: PipelineConfig, history_path: str) -> TrainOutput:
 
 
 @task
-def train(cfg: PipelineConfig, history_path: str) -> TrainOutput:
-    return train_model(cfg, history_path)
+def train(
+    cfg: PipelineConfig, history_path: str, init_checkpoint_path: str | None = None,
+    parent_version: str | None = None,
+) -> TrainOutput:  # fmt: skip
+    return train_model(cfg, history_path, init_checkpoint_path, parent_version)

@@ -10,7 +10,7 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from lstm_model.backtest import METRICS, backtest, summarize
+from lstm_model.backtest import COLUMNS, METRICS, fold_plan, run_fold, summarize
 from lstm_model.features import calendar_features, calendar_names
 from lstm_model.panel import Panel
 from tasks._log import stage_logger
@@ -41,23 +41,47 @@ def with_calendar(cfg: PipelineConfig, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame, calendar_features(frame["ts"], cfg.data.freq)], axis=1)
 
 
-def load_panel(cfg: PipelineConfig, history_path: str) -> Panel:
-    frame = with_calendar(cfg, pd.read_parquet(history_path))
+def load_panel(cfg: PipelineConfig, history_path: str, series: tuple[str, ...] | None = None) -> Panel:
+    """The cleaned history as a Panel; only `series` (read with a Parquet filter) when given."""
+    filters = [("series_id", "in", list(series))] if series is not None else None
+    frame = with_calendar(cfg, pd.read_parquet(history_path, filters=filters))
     return Panel.from_frame(
         frame, series_col="series_id", time_col="ts", target_col=cfg.source.target,
         past=cfg.source.covariates, future=future_names(cfg),
     )  # fmt: skip
 
 
-def run_backtest(cfg: PipelineConfig, history_path: str) -> ValidateResult:
-    started = time.perf_counter()
-    log = stage_logger()
+@dataclass(frozen=True)
+class Fold:
+    index: int
+    cutoff: int  # first test position on the panel's global axis
+    series: tuple[str, ...]  # the series with lookback + horizon steps before the cutoff
+
+
+def plan_folds(cfg: PipelineConfig, history_path: str) -> list[Fold]:
+    """The rolling-origin folds of the backtest; each runs on its own, anywhere."""
     panel = load_panel(cfg, history_path)
-    folds = backtest(
-        panel, cfg.model_config_for_lstm(), cfg.train_config(),
-        n_folds=cfg.forecast.folds, season_length=cfg.data.season_length,
-        on_fold=lambda i, n: log.info("backtest fold %d/%d", i, n),
+    horizon = cfg.forecast.horizon
+    plan = fold_plan(panel, horizon, cfg.forecast.lookback + horizon, cfg.forecast.folds)
+    return [Fold(i, cutoff, tuple(ids)) for i, (cutoff, ids) in enumerate(plan)]
+
+
+def backtest_one_fold(cfg: PipelineConfig, history_path: str, fold: Fold) -> list[dict[str, object]]:
+    panel = load_panel(cfg, history_path)
+    stage_logger().info(
+        "backtest fold %d: %d series, cutoff %d", fold.index + 1, len(fold.series), fold.cutoff
+    )
+    return run_fold(
+        panel, cfg.model_config_for_lstm(), cfg.train_config(), fold.index, fold.cutoff, list(fold.series),
+        cfg.data.season_length,
     )  # fmt: skip
+
+
+def combine_folds(
+    history_path: str, fold_rows: list[list[dict[str, object]]], seconds: float
+) -> ValidateResult:
+    """The folds' rows as backtest.parquet next to the history, and their mean per model."""
+    folds = pd.DataFrame([row for rows in fold_rows for row in rows], columns=list(COLUMNS))
     path = Path(history_path).with_name("backtest.parquet")
     write_parquet_atomic(folds, path)
     table = summarize(folds)
@@ -67,8 +91,15 @@ def run_backtest(cfg: PipelineConfig, history_path: str) -> ValidateResult:
         summary=summary,
         folds=int(folds["fold"].nunique()),
         series=int(folds["series_id"].nunique()),
-        seconds=round(time.perf_counter() - started, 3),
+        seconds=round(seconds, 3),
     )
+
+
+def run_backtest(cfg: PipelineConfig, history_path: str) -> ValidateResult:
+    """Every fold in turn, in this process."""
+    started = time.perf_counter()
+    rows = [backtest_one_fold(cfg, history_path, fold) for fold in plan_folds(cfg, history_path)]
+    return combine_folds(history_path, rows, time.perf_counter() - started)
 
 
 def metrics_table(summary: dict[str, dict[str, float]]) -> list[dict[str, object]]:
@@ -85,6 +116,7 @@ class GateDecision:
     lstm_mase: float
     baseline_mase: float
     message: str
+    fail: bool = False  # gate = "fail" and the LSTM lost: the run publishes nothing and ends Failed
 
 
 def decide_gate(summary: dict[str, dict[str, float]], policy: str) -> GateDecision:
@@ -96,23 +128,50 @@ def decide_gate(summary: dict[str, dict[str, float]], policy: str) -> GateDecisi
     if wins or policy == "off":
         return GateDecision(True, lstm, baseline, message + ("" if wins else "; gate is off, using the LSTM"))
     if policy == "fail":
-        raise GateFailed(f"{message}; forecast.gate = 'fail', so nothing is published")
+        return GateDecision(
+            False, lstm, baseline, f"{message}; forecast.gate = 'fail', so nothing is published", True
+        )
     return GateDecision(False, lstm, baseline, message + "; publishing the seasonal-naive forecast")
 
 
 @task
 def gate(cfg: PipelineConfig, summary: dict[str, dict[str, float]]) -> GateDecision:
     decision = decide_gate(summary, cfg.forecast.gate)
-    (stage_logger().info if decision.use_lstm else stage_logger().warning)(decision.message)
+    log = stage_logger()
+    (log.info if decision.use_lstm else log.error if decision.fail else log.warning)(decision.message)
     return decision
 
 
 @task
-def validate(cfg: PipelineConfig, history_path: str) -> ValidateResult:
-    result = run_backtest(cfg, history_path)
+def folds(cfg: PipelineConfig, history_path: str) -> list[Fold]:
+    return plan_folds(cfg, history_path)
+
+
+@task
+def backtest_fold(cfg: PipelineConfig, history_path: str, fold: Fold) -> list[dict[str, object]]:
+    return backtest_one_fold(cfg, history_path, fold)
+
+
+def publish_backtest_artifact(cfg: PipelineConfig, result: ValidateResult) -> None:
     create_table_artifact(
         metrics_table(result.summary),
         key=f"{cfg.name}-backtest".lower().replace("_", "-").replace(".", "-"),
         description=f"Backtest over {result.folds} rolling-origin folds, mean over series and folds",
     )
+
+
+@task
+def summarize_backtest(
+    cfg: PipelineConfig, history_path: str, fold_rows: list[list[dict[str, object]]], seconds: float
+) -> ValidateResult:
+    result = combine_folds(history_path, fold_rows, seconds)
+    publish_backtest_artifact(cfg, result)
+    return result
+
+
+@task
+def validate(cfg: PipelineConfig, history_path: str) -> ValidateResult:
+    """The whole backtest as one task (the flow runs its folds as separate tasks)."""
+    result = run_backtest(cfg, history_path)
+    publish_backtest_artifact(cfg, result)
     return result

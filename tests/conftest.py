@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# cached task results of the session's runs stay out of the user's ~/.prefect
+os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", tempfile.mkdtemp(prefix="lstmcast-test-results-"))
 
 from lstmcast.demo import sales_frame, sensor_frame  # noqa: E402
 from tasks.config import PipelineConfig, parse_config  # noqa: E402

@@ -12,11 +12,14 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
 
 import tasks.publish
-from flows.nightly import nightly_forecast
+from flows.nightly import FALLBACK, GATE_FAILED, nightly_forecast
 from tasks.validate import GateFailed
 from tests.conftest import seasonal_frame, sensor_config_dict, write_table
 
-STAGES = {"resolve_as_of", "extract", "clean", "validate", "gate", "train", "forecast", "publish"}
+STAGES = {
+    "resolve_as_of", "extract", "clean", "folds", "backtest_fold", "summarize_backtest", "gate",
+    "plan_training", "train", "register", "forecast_group", "merge_forecasts", "publish", "score", "report",
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -148,7 +151,7 @@ def seasonal_config(sqlite_url, tmp_path):
 
 def test_gate_publishes_seasonal_naive_when_the_lstm_loses(seasonal_config, sqlite_url):
     state = nightly_forecast(seasonal_config("fallback"), return_state=True)
-    assert state.is_completed()
+    assert state.is_completed() and state.name == FALLBACK
     result = state.result()
     lstm, baseline = result["backtest"]["lstm"]["mase"], result["backtest"]["seasonal_naive"]["mase"]
     assert lstm > baseline
@@ -170,8 +173,10 @@ def test_gate_publishes_seasonal_naive_when_the_lstm_loses(seasonal_config, sqli
 
 def test_gate_set_to_fail_fails_the_run_and_publishes_nothing(seasonal_config, sqlite_url):
     state = nightly_forecast(seasonal_config("fail"), return_state=True)
-    assert state.is_failed()
+    assert state.is_failed() and state.name == GATE_FAILED  # what an automation matches on
+    assert state.message.endswith("forecast.gate = 'fail', so nothing is published")
     with pytest.raises(GateFailed, match="forecast.gate = 'fail', so nothing is published"):
         state.result()
-    assert task_runs(state.state_details.flow_run_id)["gate"].state.is_failed()
+    runs = task_runs(state.state_details.flow_run_id)
+    assert runs["gate"].state.is_completed() and "train" not in runs and "publish" not in runs
     assert not sa.inspect(sa.create_engine(sqlite_url)).has_table("forecasts")

@@ -1,0 +1,339 @@
+"""Model registry in SQL: every trained model is a version row; one champion per pipeline forecasts.
+
+Each run plans its training from the registry (retrain, fine-tune the champion, or reuse it, by the
+config's policy); a newly trained model is a challenger that replaces the champion only if it scores a
+lower MASE on the same holdout (the last `horizon` steps of every series, which neither model fitted
+when the champion is older than the data). Forecasts name the version that made them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from prefect import task
+from prefect.tasks import exponential_backoff
+
+from lstm_model.backtest import holdout_mase
+from lstm_model.checkpoint import load_checkpoint
+from lstm_model.panel import Panel
+from lstm_model.train import TrainResult, warm_start_problem
+from tasks._log import stage_logger
+from tasks.config import PipelineConfig
+from tasks.db import create_engine, retry_if_transient, split_table
+from tasks.extract import parse_as_of
+from tasks.validate import load_panel
+
+RETRAIN, WARM_START, REUSE = "retrain", "warm_start", "reuse"
+CHAMPION, RETIRED, REJECTED = "champion", "retired", "rejected"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: str
+    as_of: str  # the as-of of the run that trained it: the newest data it saw
+    kind: str  # "trained" (from scratch) | "warm_start"
+    parent_version: str | None
+    checkpoint_path: str
+    config_hash: str
+    holdout_mase: float | None
+    status: str
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    action: str  # retrain | warm_start | reuse
+    reason: str
+    champion: ModelVersion | None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The model that forecasts this run, and why."""
+
+    version: str
+    checkpoint_path: str
+    promoted: bool
+    message: str
+    challenger_mase: float | None = None
+    champion_mase: float | None = None
+
+
+def models_table(name: str, metadata: sa.MetaData) -> sa.Table:
+    schema, table = split_table(name)
+    return sa.Table(
+        table, metadata,
+        sa.Column("pipeline", sa.Text, primary_key=True),
+        sa.Column("version", sa.Text, primary_key=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("parent_version", sa.Text, nullable=True),
+        sa.Column("config_hash", sa.Text, nullable=False),
+        sa.Column("checkpoint_path", sa.Text, nullable=False),
+        sa.Column("device", sa.Text, nullable=False),
+        sa.Column("epochs", sa.Integer, nullable=False),
+        sa.Column("best_val_loss", sa.Float(precision=53), nullable=True),
+        sa.Column("backtest", sa.Text, nullable=False),  # the run's backtest summary, JSON
+        sa.Column("holdout_mase", sa.Float(precision=53), nullable=True),
+        sa.Column("champion_holdout_mase", sa.Float(precision=53), nullable=True),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("run_id", sa.Text, nullable=False),
+        schema=schema,
+    )  # fmt: skip
+
+
+def config_hash(cfg: PipelineConfig) -> str:
+    """What a checkpoint depends on: model, training and window settings, inputs and frequency."""
+    parts = {
+        "model": cfg.model_config_for_lstm().to_dict(),
+        "training": cfg.training.model_dump(mode="json"),
+        "covariates": [cfg.source.covariates, cfg.source.future_covariates, cfg.data.calendar],
+        "freq": cfg.data.freq,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _version(row: Any) -> ModelVersion:
+    return ModelVersion(
+        version=row.version,
+        as_of=parse_as_of(row.as_of).isoformat(),
+        kind=row.kind,
+        parent_version=row.parent_version,
+        checkpoint_path=row.checkpoint_path,
+        config_hash=row.config_hash,
+        holdout_mase=row.holdout_mase,
+        status=row.status,
+    )
+
+
+def _has_table(conn: sa.Connection, table: sa.Table) -> bool:
+    return sa.inspect(conn).has_table(table.name, schema=table.schema)
+
+
+def champion_before(
+    conn: sa.Connection, table: sa.Table, pipeline: str, as_of: datetime
+) -> ModelVersion | None:
+    """The champion as a run for `as_of` found it: the last promoted version trained for an earlier
+    as-of. A re-run of the same as-of therefore plans exactly as the first attempt did."""
+    if not _has_table(conn, table):
+        return None
+    row = conn.execute(
+        sa.select(table)
+        .where(table.c.pipeline == pipeline, table.c.as_of < as_of, table.c.promoted_at.is_not(None))
+        .order_by(table.c.promoted_at.desc(), table.c.created_at.desc())
+        .limit(1)
+    ).first()
+    return _version(row) if row is not None else None
+
+
+def runs_since_full_training(
+    conn: sa.Connection, models: sa.Table, runs_name: str, pipeline: str, as_of: datetime
+) -> int:
+    """Published runs after the last from-scratch training (for an earlier as-of) and before `as_of`."""
+    last = conn.execute(
+        sa.select(sa.func.max(models.c.as_of)).where(
+            models.c.pipeline == pipeline, models.c.kind == "trained", models.c.as_of < as_of,
+            models.c.promoted_at.is_not(None),
+        )
+    ).scalar_one()  # fmt: skip
+    if last is None:
+        return 0
+    from tasks.publish import runs_table
+
+    runs = runs_table(runs_name, sa.MetaData())
+    if not _has_table(conn, runs):
+        return 0
+    return conn.execute(
+        sa.select(sa.func.count(sa.distinct(runs.c.as_of))).where(
+            runs.c.pipeline == pipeline, runs.c.as_of > last, runs.c.as_of < as_of
+        )
+    ).scalar_one()
+
+
+def drift_score(model: TrainResult, panel: Panel, window: int) -> float:
+    """Median over series of |mean of the last `window` target values - the champion's scaler mean|,
+    in the champion's scaler standard deviations: how far the data moved since it was fitted."""
+    known = [sid for sid in panel.series_ids if sid in set(model.series_ids)]
+    if not known:
+        return float("inf")
+    mean, std = model.scaler.feature_stats(known)
+    position = {sid: i for i, sid in enumerate(panel.series_ids)}
+    recent = np.array([np.nanmean(panel.target[position[sid]][-window:]) for sid in known])
+    return float(np.median(np.abs(recent - mean[:, 0]) / np.maximum(std[:, 0], 1e-12)))
+
+
+def decide_plan(
+    cfg: PipelineConfig,
+    champion: ModelVersion | None,
+    runs_since: int,
+    problem: str | None,
+    drift: float | None,
+) -> TrainingPlan:
+    """The registry policy as a pure function of what the run found."""
+    policy = cfg.registry
+    if champion is None:
+        return TrainingPlan(RETRAIN, "no champion yet", None)
+    if champion.config_hash != config_hash(cfg):
+        return TrainingPlan(
+            RETRAIN, f"the model settings changed since champion {champion.version}", champion
+        )
+    if problem is not None:
+        return TrainingPlan(RETRAIN, f"champion {champion.version} cannot be reused: {problem}", champion)
+    if runs_since + 1 >= policy.retrain_every:
+        return TrainingPlan(
+            RETRAIN,
+            f"{runs_since + 1} runs since the last full training "
+            f"(registry.retrain_every = {policy.retrain_every})",
+            champion,
+        )
+    if drift is not None and policy.drift_threshold is not None and drift > policy.drift_threshold:
+        limit = policy.drift_threshold
+        return TrainingPlan(
+            RETRAIN, f"the data drifted: score {drift:.2f} > registry.drift_threshold {limit}", champion
+        )
+    action = WARM_START if policy.between == "warm_start" else REUSE
+    drifted = f"drift {drift:.2f}" if drift is not None else "drift not checked"
+    return TrainingPlan(
+        action,
+        f"champion {champion.version}: run {runs_since + 1} of {policy.retrain_every} before the next full "
+        f"training, {drifted}",
+        champion,
+    )
+
+
+def plan_training_for(cfg: PipelineConfig, history_path: str, as_of: str) -> TrainingPlan:
+    when = parse_as_of(as_of).to_pydatetime()
+    table = models_table(cfg.registry.table, sa.MetaData())
+    engine = create_engine(cfg.output.url)
+    try:
+        with engine.connect() as conn:
+            champion = champion_before(conn, table, cfg.name, when)
+            runs_since = (
+                runs_since_full_training(conn, table, cfg.output.runs_table, cfg.name, when)
+                if champion
+                else 0
+            )
+    finally:
+        engine.dispose()
+    problem = drift = None
+    if champion is not None and champion.config_hash == config_hash(cfg):
+        if not Path(champion.checkpoint_path).is_file():
+            problem = f"its checkpoint {champion.checkpoint_path} is missing"
+        else:
+            model, panel = load_checkpoint(champion.checkpoint_path), load_panel(cfg, history_path)
+            problem = warm_start_problem(model, panel, cfg.model_config_for_lstm())
+            if problem is None:
+                drift = drift_score(model, panel, cfg.forecast.lookback)
+    plan = decide_plan(cfg, champion, runs_since, problem, drift)
+    stage_logger().info("training plan: %s (%s)", plan.action, plan.reason)
+    return plan
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_if_transient,
+)
+def plan_training(cfg: PipelineConfig, history_path: str, as_of: str) -> TrainingPlan:
+    return plan_training_for(cfg, history_path, as_of)
+
+
+def reuse_champion(plan: TrainingPlan) -> Selection:
+    if plan.champion is None:
+        raise ValueError("reuse needs a champion, and the plan has none")
+    return Selection(
+        plan.champion.version, plan.champion.checkpoint_path, promoted=False,
+        message=f"reusing champion {plan.champion.version}: {plan.reason}",
+    )  # fmt: skip
+
+
+def challenge(
+    cfg: PipelineConfig, trained: Any, plan: TrainingPlan, history_path: str, as_of: str, run_id: str,
+    backtest: dict[str, dict[str, float]],
+) -> Selection:  # fmt: skip
+    """Register `trained` (a TrainOutput) and promote it if it beats the champion on the holdout.
+
+    Idempotent: a re-run with the same trained version finds its row and reaches the same decision.
+    """
+    panel = load_panel(cfg, history_path)
+    season = cfg.data.season_length
+    challenger_mase = holdout_mase(load_checkpoint(trained.checkpoint_path), panel, season)
+    champion, champion_mase = plan.champion, None
+    if champion is not None and champion.version != trained.model_version:
+        model = (
+            load_checkpoint(champion.checkpoint_path) if Path(champion.checkpoint_path).is_file() else None
+        )
+        if model is not None and warm_start_problem(model, panel, cfg.model_config_for_lstm()) is None:
+            champion_mase = holdout_mase(model, panel, season)
+    promoted = champion is None or champion_mase is None or challenger_mase < champion_mase
+    if champion is None:
+        message = f"{trained.model_version} is the first champion (holdout MASE {challenger_mase:.4f})"
+    elif champion_mase is None:
+        message = (
+            f"{trained.model_version} replaces {champion.version}, which cannot forecast the current series"
+        )
+    else:
+        verdict = "beats" if promoted else "does not beat"
+        message = (
+            f"challenger {trained.model_version} (holdout MASE {challenger_mase:.4f}) {verdict} champion "
+            f"{champion.version} ({champion_mase:.4f})"
+        )
+    now = datetime.now(UTC)
+    table = models_table(cfg.registry.table, sa.MetaData())
+    engine = create_engine(cfg.output.url)
+    try:
+        with engine.begin() as conn:
+            table.create(conn, checkfirst=True)
+            key = (table.c.pipeline == cfg.name) & (table.c.version == trained.model_version)
+            existing = conn.execute(sa.select(table.c.status).where(key)).scalar_one_or_none()
+            if existing is None:
+                conn.execute(
+                    sa.insert(table).values(
+                        pipeline=cfg.name, version=trained.model_version, created_at=now,
+                        as_of=parse_as_of(as_of).to_pydatetime(), kind=trained.kind,
+                        parent_version=trained.parent_version, config_hash=config_hash(cfg),
+                        checkpoint_path=trained.checkpoint_path, device=trained.device, epochs=trained.epochs,
+                        best_val_loss=trained.best_val_loss, backtest=json.dumps(backtest, sort_keys=True),
+                        holdout_mase=challenger_mase, champion_holdout_mase=champion_mase,
+                        status=REJECTED, run_id=run_id,
+                    )
+                )  # fmt: skip
+            if promoted and existing != CHAMPION:
+                conn.execute(
+                    sa.update(table)
+                    .where(table.c.pipeline == cfg.name, table.c.status == CHAMPION)
+                    .values(status=RETIRED)
+                )
+                conn.execute(sa.update(table).where(key).values(status=CHAMPION, promoted_at=now))
+    finally:
+        engine.dispose()
+    (stage_logger().info if promoted else stage_logger().warning)(message)
+    winner = trained if promoted else None
+    return Selection(
+        version=winner.model_version if winner else champion.version,
+        checkpoint_path=winner.checkpoint_path if winner else champion.checkpoint_path,
+        promoted=promoted,
+        message=message,
+        challenger_mase=challenger_mase,
+        champion_mase=champion_mase,
+    )
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_if_transient,
+)
+def register(
+    cfg: PipelineConfig, trained: Any, plan: TrainingPlan, history_path: str, as_of: str, run_id: str,
+    backtest: dict[str, dict[str, float]],
+) -> Selection:  # fmt: skip
+    return challenge(cfg, trained, plan, history_path, as_of, run_id, backtest)

@@ -1,0 +1,177 @@
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from tasks.clean import clean
+from tasks.config import parse_config
+from tasks.extract import extract
+from tasks.registry import (
+    REUSE,
+    WARM_START,
+    ModelVersion,
+    challenge,
+    config_hash,
+    decide_plan,
+    drift_score,
+    models_table,
+    plan_training_for,
+)
+from tasks.train import train_model
+from tasks.validate import load_panel
+from tests.conftest import sensor_config_dict
+
+AS_OF = ["2016-07-10T00:00:00+00:00", "2016-07-12T00:00:00+00:00", "2016-07-14T00:00:00+00:00"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def cfg(request, sensor_db, tmp_path):
+    out = sensor_db
+    table = f"models_{tmp_path.name[-12:].replace('-', '_')}".lower()
+    if request.param == "postgres":
+        out = request.getfixturevalue("pg_url")
+    return parse_config(
+        sensor_config_dict(
+            sensor_db, tmp_path / "work", output={"url": out, "runs_table": f"runs_{table}"},
+            registry={"table": table},
+        )
+    )  # fmt: skip
+
+
+@pytest.fixture
+def history(cfg) -> str:
+    extracted = extract.fn(cfg, AS_OF[-1])
+    return clean.fn(cfg, extracted.path, AS_OF[-1]).history_path
+
+
+def version(trained, as_of: str, status: str = "champion", cfg=None) -> ModelVersion:
+    return ModelVersion(
+        version=trained.model_version, as_of=as_of, kind=trained.kind, parent_version=trained.parent_version,
+        checkpoint_path=trained.checkpoint_path, config_hash=config_hash(cfg) if cfg else "x",
+        holdout_mase=None, status=status,
+    )  # fmt: skip
+
+
+def registry_rows(cfg) -> pd.DataFrame:
+    engine = sa.create_engine(cfg.output.url)
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.select(models_table(cfg.registry.table, sa.MetaData())), conn)
+    engine.dispose()
+    return rows.set_index("version")
+
+
+def with_training(cfg, **changes):
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update=changes)})
+
+
+def plan_for(cfg, champion):
+    from tasks.registry import TrainingPlan
+
+    return TrainingPlan("retrain", "test", champion)
+
+
+def test_a_challenger_replaces_the_champion_only_if_its_holdout_is_better(cfg, history):
+    untrained = with_training(cfg, learning_rate=1e-9)
+    weak = train_model(untrained, history)
+    first = challenge(cfg, weak, plan_for(cfg, None), history, AS_OF[0], "run-1", {"lstm": {"mase": 2.0}})
+    assert first.promoted and first.version == weak.model_version and first.champion_mase is None
+    assert (
+        first.message
+        == f"{weak.model_version} is the first champion (holdout MASE {first.challenger_mase:.4f})"
+    )
+
+    strong = train_model(with_training(cfg, max_epochs=6, steps_per_epoch=20), history)
+    second = challenge(
+        cfg,
+        strong,
+        plan_for(cfg, version(weak, AS_OF[0])),
+        history,
+        AS_OF[1],
+        "run-2",
+        {"lstm": {"mase": 1.0}},
+    )
+    assert second.challenger_mase < second.champion_mase == pytest.approx(first.challenger_mase)
+    assert second.promoted and second.version == strong.model_version
+    assert second.message.startswith(f"challenger {strong.model_version} (holdout MASE")
+    assert f"beats champion {weak.model_version}" in second.message
+
+    weak_again = train_model(with_training(untrained, seed=7), history)
+    third = challenge(
+        cfg, weak_again, plan_for(cfg, version(strong, AS_OF[1])), history, AS_OF[2], "run-3", {}
+    )
+    assert not third.promoted and third.version == strong.model_version
+    assert third.checkpoint_path == strong.checkpoint_path  # the champion keeps forecasting
+    assert f"does not beat champion {strong.model_version}" in third.message
+    again = challenge(
+        cfg, weak_again, plan_for(cfg, version(strong, AS_OF[1])), history, AS_OF[2], "run-3", {}
+    )
+    assert again == third  # a re-run reaches the same decision without a second row
+
+    rows = registry_rows(cfg)
+    assert len(rows) == 3
+    assert rows.loc[weak.model_version, "status"] == "retired"
+    assert rows.loc[strong.model_version, "status"] == "champion"
+    assert rows.loc[weak_again.model_version, "status"] == "rejected"
+    assert rows.loc[strong.model_version, "holdout_mase"] == pytest.approx(second.challenger_mase)
+    assert rows.loc[strong.model_version, "champion_holdout_mase"] == pytest.approx(second.champion_mase)
+    assert rows["promoted_at"].notna().sum() == 2
+    assert rows.loc[strong.model_version, "backtest"] == '{"lstm": {"mase": 1.0}}'
+
+
+def test_plan_follows_the_policy_from_what_the_registry_holds(cfg, history):
+    assert plan_training_for(cfg, history, AS_OF[0]).reason == "no champion yet"
+    trained = train_model(cfg, history)
+    challenge(cfg, trained, plan_for(cfg, None), history, AS_OF[0], "run-1", {})
+
+    every3 = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"retrain_every": 3})})
+    plan = plan_training_for(every3, history, AS_OF[1])
+    assert plan.action == WARM_START and plan.champion.version == trained.model_version
+    assert plan.reason.startswith(
+        f"champion {trained.model_version}: run 1 of 3 before the next full training"
+    )
+    # the same as-of again plans as the first attempt did, even once its own model is champion
+    assert plan_training_for(every3, history, AS_OF[0]).reason == "no champion yet"
+
+    reuse = every3.model_copy(update={"registry": every3.registry.model_copy(update={"between": "reuse"})})
+    assert plan_training_for(reuse, history, AS_OF[1]).action == REUSE
+    assert plan_training_for(cfg, history, AS_OF[1]).reason == (
+        "1 runs since the last full training (registry.retrain_every = 1)"
+    )
+    wider = every3.model_copy(update={"model": every3.model.model_copy(update={"hidden_size": 16})})
+    assert plan_training_for(wider, history, AS_OF[1]).reason == (
+        f"the model settings changed since champion {trained.model_version}"
+    )
+    Path(trained.checkpoint_path).unlink()
+    assert plan_training_for(every3, history, AS_OF[1]).reason == (
+        f"champion {trained.model_version} cannot be reused: "
+        f"its checkpoint {trained.checkpoint_path} is missing"
+    )
+
+
+def test_drift_is_measured_in_the_champion_scaler_units(cfg, history):
+    trained = train_model(cfg, history)
+    from lstm_model.checkpoint import load_checkpoint
+
+    model, panel = load_checkpoint(trained.checkpoint_path), load_panel(cfg, history)
+    assert drift_score(model, panel, 24) < 2.0
+    mean, std = model.scaler.feature_stats(panel.series_ids)
+    shifted = dataclasses.replace(panel, target=tuple(t + 5 * std[i, 0] for i, t in enumerate(panel.target)))
+    assert drift_score(model, shifted, 24) == pytest.approx(drift_score(model, panel, 24) + 5, abs=0.5)
+
+
+def test_decide_plan_retrains_on_drift_and_counts_runs():
+    cfg = parse_config(sensor_config_dict("sqlite:///x.db", Path("w"), registry={"retrain_every": 4}))
+    champion = ModelVersion("lstm-a", AS_OF[0], "trained", None, "a.pt", config_hash(cfg), 0.9, "champion")
+    assert decide_plan(cfg, champion, 2, None, 0.5).action == WARM_START
+    assert decide_plan(cfg, champion, 3, None, 0.5).reason == (
+        "4 runs since the last full training (registry.retrain_every = 4)"
+    )
+    assert (
+        decide_plan(cfg, champion, 0, None, 2.5).reason
+        == "the data drifted: score 2.50 > registry.drift_threshold 2.0"
+    )
+    assert decide_plan(cfg, champion, 0, "the series changed (new: ['x'], gone: [])", None).reason == (
+        "champion lstm-a cannot be reused: the series changed (new: ['x'], gone: [])"
+    )
