@@ -1,7 +1,8 @@
 """Resumable runs: the stages after extract are cached on what decides their output.
 
 A stage's cache key is the hash of its name, the code version, its plain parameters (the config as
-JSON, numbers, strings) and the bytes of every input file it is given a path to. Re-running a failed
+JSON, numbers, strings) and the content of every input file it is given a path to (the rows of a
+Parquet table, the bytes of anything else). Re-running a failed
 run with the same as-of therefore finds the stages that finished (clean, backtest, training, forecast)
 and takes their results instead of recomputing them; new data, another config or another lstmcast
 changes the key. The key also holds a token kept in the run's folder: deleting a run's files forgets
@@ -18,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
@@ -63,11 +65,24 @@ def folder_token(folder: Path) -> str:
     return path.read_text().strip()
 
 
+def table_digest(path: str | Path) -> str:
+    """SHA-256 of a Parquet file or folder's rows in key order: the same data written in other batches,
+    files or row order (a full read against an incremental one) gives the same digest."""
+    frame = pd.read_parquet(path)
+    keys = [c for c in ("series_id", "ts") if c in frame.columns]
+    if keys:
+        frame = frame.sort_values(keys, kind="stable")
+    digest = hashlib.sha256(",".join(f"{c}:{t}" for c, t in frame.dtypes.astype(str).items()).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _part(name: str, value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, str) and name.endswith("_path") and Path(value).exists():
-        return {"path": value, "sha256": content_digest(value)}
+        digest = table_digest(value) if value.endswith(".parquet") else content_digest(value)
+        return {"path": value, "sha256": digest}
     if isinstance(value, list | tuple):
         return [_part(name, v) for v in value]
     if value is None or isinstance(value, str | int | float | bool):
