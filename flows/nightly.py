@@ -16,21 +16,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.cache import cached
 from tasks.clean import clean
-from tasks.config import load_config
+from tasks.config import PipelineConfig, load_config
 from tasks.extract import extract, resolve_as_of
 from tasks.forecast import SEASONAL_NAIVE, forecast_group, merge_forecasts, series_groups
 from tasks.publish import build_run_record, publish
-from tasks.registry import REUSE, WARM_START, plan_training, register, reuse_champion
+from tasks.registry import REUSE, WARM_START, Selection, plan_training, register, reuse_champion
 from tasks.report import report
 from tasks.score import score
-from tasks.train import train
+from tasks.train import TrainOutput, train
 from tasks.validate import GateFailed, backtest_fold, folds, gate, summarize_backtest
 
 GATE_FAILED = "GateFailed"  # final state name of a run whose LSTM lost the backtest with gate = "fail"
@@ -72,18 +72,14 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> Any:
     stages: dict[str, Any] = {"extract": extracted, "clean": cleaned, "validate": backtest}
     checkpoint, model_version, training = None, SEASONAL_NAIVE, None
     run_id = str(flow_run.id)
+    fallback = None if decision.use_lstm else decision.message
     if decision.use_lstm:
-        plan = plan_training(cfg, history, as_of_iso)
-        if plan.action == REUSE:
-            selection = reuse_champion(plan)
-        else:
-            parent = plan.champion if plan.action == WARM_START else None
-            trained = stages["train"] = cached(train)(
-                cfg, history, parent.checkpoint_path if parent else None, parent.version if parent else None
-            )
-            selection = register(cfg, trained, plan, history, as_of_iso, run_id, backtest.summary)
-        checkpoint, model_version = selection.checkpoint_path, selection.version
-        training = {"plan": plan.action, "reason": plan.reason, "selection": selection.message}
+        model = choose_model(cfg, history, as_of_iso, run_id, backtest.summary)
+        training, fallback = model.training, model.fallback
+        if model.trained is not None:
+            stages["train"] = model.trained
+        if model.selection is not None:
+            checkpoint, model_version = model.selection.checkpoint_path, model.selection.version
 
     t_forecast = time.perf_counter()
     groups = series_groups(history, cfg.scale.forecast_groups)
@@ -105,6 +101,7 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> Any:
             "folds": backtest.folds,
             "gate": decision.message,
             "training": training,
+            "fallback": fallback,
             "interval": forecasts.interval,
         },
         timings=run_timings(stages),
@@ -119,6 +116,7 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> Any:
         "model_version": model_version,
         "gate": decision.message,
         "training": training,
+        "fallback": fallback,
         "interval": forecasts.interval,
         "backtest": backtest.summary,
         "series_forecast": forecasts.series,
@@ -131,9 +129,43 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> Any:
         "timings": {**run_timings(stages), "publish": published.seconds, "score": scored.seconds},
     }
     report(cfg, summary, backtest.path, cleaned.quality_path, history, forecasts.path)
-    if not decision.use_lstm:
-        return Completed(name=FALLBACK, message=decision.message, data=summary)
+    if fallback is not None:
+        return Completed(name=FALLBACK, message=fallback, data=summary)
     return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelChoice:
+    selection: Selection | None  # None: training failed and the config says to fall back
+    trained: TrainOutput | None
+    training: dict[str, str]
+    fallback: str | None
+
+
+def choose_model(
+    cfg: PipelineConfig, history: str, as_of: str, run_id: str, backtest: dict[str, dict[str, float]]
+) -> ModelChoice:
+    """Plan from the registry, then reuse the champion or train a challenger and let it challenge."""
+    plan = plan_training(cfg, history, as_of)
+    training = {"plan": plan.action, "reason": plan.reason}
+    if plan.action == REUSE:
+        selection = reuse_champion(plan)
+        return ModelChoice(selection, None, training | {"selection": selection.message}, None)
+    parent = plan.champion if plan.action == WARM_START else None
+    attempt = cached(train)(
+        cfg, history, parent.checkpoint_path if parent else None, parent.version if parent else None,
+        return_state=True,
+    )  # fmt: skip
+    if attempt.is_failed():
+        failure = attempt.result(raise_on_failure=False)
+        if not (isinstance(failure, FloatingPointError) and cfg.training.on_failure == "fallback"):
+            raise failure
+        fallback = f"training failed ({failure}); training.on_failure = 'fallback': publishing seasonal naive"
+        get_run_logger().error(fallback)
+        return ModelChoice(None, None, training, fallback)
+    trained = attempt.result()
+    selection = register(cfg, trained, plan, history, as_of, run_id, backtest)
+    return ModelChoice(selection, trained, training | {"selection": selection.message}, None)
 
 
 def run_timings(stages: dict[str, Any]) -> dict[str, float]:

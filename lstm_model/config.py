@@ -147,6 +147,8 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on a CUDA device that supports it, fp32 elsewhere
     threads: int | None = None  # CPU intra-op threads; None: every core this process may use
     calibrate: bool = True  # widen/narrow the intervals so they cover as promised on validation windows
+    # stop with an error when an epoch's validation loss exceeds this multiple of the best so far
+    divergence_factor: float | None = 10.0
 
     def __post_init__(self) -> None:
         _check_int("train", "max_epochs", self.max_epochs, 1)
@@ -168,6 +170,10 @@ class TrainConfig:
                 "train", "val_fraction", self.val_fraction, low=0.0, low_inclusive=False, high=1.0
             ),
         }
+        if self.divergence_factor is not None:
+            floats["divergence_factor"] = _check_float(
+                "train", "divergence_factor", self.divergence_factor, low=1.0, low_inclusive=False
+            )
         if self.time_budget_s is not None:
             floats["time_budget_s"] = _check_float(
                 "train", "time_budget_s", self.time_budget_s, low=0.0, low_inclusive=False

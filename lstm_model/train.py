@@ -348,6 +348,12 @@ def _fit(
         epoch_val = _evaluate(run, val_starts, eval_batch, levels)
         if not math.isfinite(epoch_val):
             raise FloatingPointError(f"validation loss became {epoch_val} in epoch {epoch}")
+        factor = train_cfg.divergence_factor
+        if factor is not None and epoch_val > factor * best_val:
+            raise FloatingPointError(
+                f"training diverged: validation loss {epoch_val:.4g} in epoch {epoch} is more than "
+                f"{factor:g}x the best so far ({best_val:.4g}); try a lower learning_rate"
+            )
 
         entry = {
             "epoch": epoch,

@@ -184,6 +184,9 @@ class TrainingSection(_Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     calibrate: bool = True
+    divergence_factor: float | None = Field(default=10.0, gt=1)  # val loss above this x the best: failed
+    # a training that fails (non-finite or diverging loss): fail the run, or publish seasonal naive
+    on_failure: Literal["fail", "fallback"] = "fail"
 
     @field_validator("device")
     @classmethod
@@ -274,7 +277,7 @@ class PipelineConfig(_Section):
         )
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(**self.training.model_dump())
+        return TrainConfig(**self.training.model_dump(exclude={"on_failure"}))
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with passwords removed, for logs and the runs table."""

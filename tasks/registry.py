@@ -94,7 +94,7 @@ def config_hash(cfg: PipelineConfig) -> str:
     """What a checkpoint depends on: model, training and window settings, inputs and frequency."""
     parts = {
         "model": cfg.model_config_for_lstm().to_dict(),
-        "training": cfg.training.model_dump(mode="json"),
+        "training": cfg.train_config().to_dict(),
         "covariates": [cfg.source.covariates, cfg.source.future_covariates, cfg.data.calendar],
         "freq": cfg.data.freq,
     }

@@ -355,3 +355,18 @@ def test_warm_start_problems_are_named(tiny_model, make_panel, make_train):
     )
     with pytest.raises(ValueError, match=r"^cannot warm-start: the model settings changed \(hidden_size\)$"):
         fit(make_panel(n_series=3), wider, make_train(), init=base)
+
+
+def test_a_diverging_model_is_stopped_with_the_reason(monkeypatch, tiny_model, make_panel, make_train):
+    """Outputs that grow with every evaluation, as weights do when the learning rate is far too high."""
+    original, calls = LSTMForecaster.forward, []
+
+    def growing(self, x_past, x_future=None, series=None):
+        calls.append(1)
+        return original(self, x_past, x_future, series) * (1.0 + len(calls)) ** 2
+
+    monkeypatch.setattr(LSTMForecaster, "forward", growing)
+    with pytest.raises(FloatingPointError, match=r"^training diverged: validation loss .* in epoch \d+ is "):
+        fit(make_panel(), tiny_model, make_train(max_epochs=20, patience=20, divergence_factor=2.0))
+    with pytest.raises(ValueError, match="divergence_factor"):
+        make_train(divergence_factor=1.0)
