@@ -1,4 +1,5 @@
 import dataclasses
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -29,15 +30,20 @@ AS_OF = ["2016-07-10T00:00:00+00:00", "2016-07-12T00:00:00+00:00", "2016-07-14T0
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def cfg(request, sensor_db, tmp_path):
     out = sensor_db
-    table = f"models_{tmp_path.name[-12:].replace('-', '_')}".lower()
+    table = f"models_{uuid.uuid4().hex[:10]}"
     if request.param == "postgres":
         out = request.getfixturevalue("pg_url")
-    return parse_config(
+    yield parse_config(
         sensor_config_dict(
             sensor_db, tmp_path / "work", output={"url": out, "runs_table": f"runs_{table}"},
             registry={"table": table},
         )
     )  # fmt: skip
+    engine = sa.create_engine(out)
+    with engine.begin() as conn:
+        for name in (table, f"runs_{table}"):
+            conn.execute(sa.text(f'drop table if exists "{name}"'))
+    engine.dispose()
 
 
 @pytest.fixture
