@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect.schedules import Cron
+from prefect.types.entrypoint import EntrypointType
 
 from flows.nightly import nightly_forecast
 
@@ -20,4 +21,6 @@ def nightly_deployment(
         schedules=[Cron(cron, timezone=timezone)],
         parameters={"config_path": str(config_path), "as_of": None},
         tags=["lstmcast", "nightly"],
+        # The installed module, not a file path relative to the working directory of `serve`.
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )

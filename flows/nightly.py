@@ -17,10 +17,12 @@ from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.runners import nightly_flow
 from tasks.cache import cached
 from tasks.clean import clean
 from tasks.config import PipelineConfig, load_config
@@ -55,6 +57,9 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> Any:
     """Forecast every series `horizon` steps past `as_of` (default: the source's last timestamp)."""
     started_at = datetime.now(UTC).isoformat()
     cfg = load_config(config_path)
+    if cfg.scale.runner == "dask" and not uses_dask():
+        # a deployment loads this flow with its default runner: run the pipeline again as a subflow on Dask
+        return relay(nightly_flow(cfg)(config_path, as_of, return_state=True))
     as_of_iso = resolve_as_of(cfg, as_of)
     extracted = extract(cfg, as_of_iso)
     cleaned = cached(clean)(cfg, extracted.path, as_of_iso)
@@ -166,6 +171,19 @@ def choose_model(
     trained = attempt.result()
     selection = register(cfg, trained, plan, history, as_of, run_id, backtest)
     return ModelChoice(selection, trained, training | {"selection": selection.message}, None)
+
+
+def relay(state: State) -> State:
+    """The subflow's outcome as this flow's final state, named as the subflow named it."""
+    data = state.result(raise_on_failure=False)
+    if state.is_completed():
+        return Completed(name=state.name, message=state.message, data=data)
+    return Failed(name=state.name, message=state.message, data=data)
+
+
+def uses_dask() -> bool:
+    runner = FlowRunContext.get().task_runner
+    return type(runner).__name__ == "DaskTaskRunner"
 
 
 def run_timings(stages: dict[str, Any]) -> dict[str, float]:

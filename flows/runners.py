@@ -30,7 +30,8 @@ def task_runner(cfg: PipelineConfig) -> Any:
 
 
 def nightly_flow(cfg: PipelineConfig) -> Any:
-    """`nightly_forecast` with the config's task runner: what `lstmcast run` and `serve` launch."""
-    from flows.nightly import nightly_forecast
+    """`nightly_forecast` with the config's task runner (a deployment, which loads the flow with its
+    default runner, gets there through a subflow)."""
+    from flows.nightly import nightly_forecast  # flows.nightly imports this module
 
     return nightly_forecast.with_options(task_runner=task_runner(cfg))

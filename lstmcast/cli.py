@@ -1,4 +1,4 @@
-"""Command line: `lstmcast run`, `lstmcast ingest`, `lstmcast demo`."""
+"""Command line: `lstmcast run`, `ingest`, `backfill`, `serve`, `demo`."""
 
 from __future__ import annotations
 
@@ -52,9 +52,10 @@ def run(
     ] = None,
 ) -> None:
     """Run the nightly forecast flow once for one pipeline config."""
-    from flows.nightly import nightly_forecast
+    from flows.runners import nightly_flow
+    from tasks.config import load_config
 
-    _print_summary(nightly_forecast(str(config), as_of))
+    _print_summary(nightly_flow(load_config(config))(str(config), as_of))
 
 
 @app.command()
@@ -86,6 +87,81 @@ def ingest(
     )
 
 
+def _print_backfill(summary: dict[str, Any]) -> None:
+    import pandas as pd
+    from rich.markup import escape
+
+    span = f"{summary['start']} .. {summary['end']} every {summary['every']}"
+    table = Table(title=f"{summary['pipeline']}: backfill {span}")
+    for col in ("as_of (UTC)", "status", "rows", "model", "seconds"):
+        table.add_column(col, justify="right" if col in ("rows", "seconds") else "left", no_wrap=True)
+    for d in summary["dates"]:
+        table.add_row(
+            f"{pd.Timestamp(d['as_of']):%Y-%m-%d %H:%M}", escape(d["status"]), f"{d['rows_published']:,}",
+            d["model_version"] or "-", f"{d['seconds']:.1f}", style=None if d["error"] is None else "red",
+        )  # fmt: skip
+    console.print(table)
+    for d in summary["dates"]:
+        if d["error"] is not None:
+            console.print(f"{d['as_of']}: {d['error']}", style="red", markup=False, soft_wrap=True)
+    n, failed = len(summary["dates"]), len(summary["failed"])
+    console.print(
+        f"{summary['completed']} of {n} dates completed ({failed} failed), "
+        f"{summary['rows_published']:,} rows published to '{summary['output_table']}' "
+        f"in {summary['seconds']:.0f} s",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def backfill(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Pipeline TOML file.", exists=True, dir_okay=False)
+    ],
+    start: Annotated[str, typer.Option("--start", help="First as-of (e.g. 2024-01-01 or 2024-01-01T06:00).")],
+    end: Annotated[str, typer.Option("--end", help="Last as-of, included.")],
+    every: Annotated[
+        str, typer.Option("--every", help="Step between as-ofs: a duration or offset alias (1d, 6h, W, MS).")
+    ] = "1d",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", help="As-ofs forecast at once, each in its own worker process.")
+    ] = 2,
+) -> None:
+    """Forecast as of every step in [start, end]: one nightly run per as-of, seeing only rows up to it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows.backfill import (
+        BackfillFailed,
+        backfill_dates,
+        backfill_forecasts,
+        check_concurrency,
+        on_date_done,
+    )
+
+    try:
+        total = len(backfill_dates(start, end, every))
+        check_concurrency(concurrency)
+    except ValueError as exc:
+        console.print(f"invalid backfill: {exc}", style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    failure: BackfillFailed | None = None
+    columns = (TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, TextColumn("{task.description}"), console=console) as progress:
+        bar = progress.add_task("", total=total)
+
+        def date_done(outcome: dict[str, Any]) -> None:
+            progress.update(bar, advance=1, description=f"{outcome['as_of']}: {outcome['status']}")
+
+        with on_date_done(date_done):
+            try:
+                summary = backfill_forecasts(str(config), start, end, every, concurrency)
+            except BackfillFailed as exc:
+                failure, summary = exc, exc.summary
+    _print_backfill(summary)
+    if failure is not None:
+        raise typer.Exit(code=1)
+
+
 def _check_output(url: str, table: str, pipeline: str, as_of: str) -> tuple[int, int]:
     """Rows and NaN forecasts for one as-of, read back from the output database."""
     from tasks.publish import forecast_table, utc
@@ -102,6 +178,33 @@ def _check_output(url: str, table: str, pipeline: str, as_of: str) -> tuple[int,
     finally:
         engine.dispose()
     return int(rows), int(nan)
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Pipeline TOML file.", exists=True, dir_okay=False)
+    ],
+    cron: Annotated[
+        str | None,
+        typer.Option(help="When the nightly run starts, in --timezone (default: 30 2 * * *, i.e. 02:30)."),
+    ] = None,
+    timezone: Annotated[
+        str, typer.Option(help="IANA time zone of the cron schedule, e.g. Europe/Rome.")
+    ] = "UTC",
+    limit: Annotated[
+        int | None, typer.Option(help="At most this many flow runs at once (default: no limit).")
+    ] = None,
+) -> None:
+    """Serve the nightly (scheduled) and backfill (on demand) deployments of one config until stopped."""
+    from prefect import serve as serve_deployments
+
+    from deployments.nightly import NIGHTLY_CRON
+    from deployments.serve import pipeline_deployments
+
+    # Absolute, so that runs find the config whatever the working directory of the process serving them.
+    deployments = pipeline_deployments(str(config.resolve()), cron or NIGHTLY_CRON, timezone)
+    serve_deployments(*deployments, limit=limit)
 
 
 @app.command()

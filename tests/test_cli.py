@@ -13,7 +13,7 @@ runner = CliRunner()
 def test_help_documents_every_command():
     out = runner.invoke(app, ["--help"])
     assert out.exit_code == 0
-    for command in ("run", "demo"):
+    for command in ("run", "ingest", "backfill", "serve", "demo"):
         assert command in out.output
     run_help = runner.invoke(app, ["run", "--help"]).output
     assert "--config" in run_help and "--as-of" in run_help
@@ -64,3 +64,28 @@ def test_ingest_command_runs_only_the_extract_and_reports_throughput(sensor_db, 
     assert "(incremental): 1,200 rows (+0 future), 3 series; read 693 rows in" in second.output
     assert "watermark 2016-07-17T15:00:00+00:00" in second.output
     assert not list((tmp_path / "work").rglob("history.parquet"))  # no clean, train or publish ran
+
+
+def test_backfill_command_shows_every_date_and_fails_when_one_did(sensor_db, tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_bytes(tomli_w.dumps(sensor_config_dict(sensor_db, tmp_path / "work")).encode())
+    # 2016-06-30 is before the first reading, so that date fails; 2016-07-15 is forecast all the same.
+    dates = ["--start", "2016-06-30", "--end", "2016-07-15", "--every", "15d"]
+    out = runner.invoke(app, ["backfill", "--config", str(path), *dates, "--concurrency", "1"])
+    assert out.exit_code == 1, out.output
+    assert "2/2" in out.output  # the progress bar reached the end
+    lines = out.output.splitlines()
+    assert any("2016-06-30 00:00" in ln and "Failed" in ln and " 0 " in ln for ln in lines)
+    assert any("2016-07-15 00:00" in ln and "Completed" in ln and " 36 " in ln for ln in lines)
+    assert "2016-06-30T00:00:00+00:00: ValueError: table 'readings' has no rows with 'ts' <=" in out.output
+    assert "1 of 2 dates completed (1 failed), 36 rows published to 'forecasts'" in out.output
+
+
+def test_backfill_command_rejects_a_reversed_range_before_running(sensor_db, tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_bytes(tomli_w.dumps(sensor_config_dict(sensor_db, tmp_path / "work")).encode())
+    args = ["backfill", "-c", str(path), "--start", "2016-07-16", "--end", "2016-07-14"]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 2
+    assert "start 2016-07-16T00:00:00+00:00 is after end 2016-07-14T00:00:00+00:00" in out.output
+    assert not (tmp_path / "work").exists()

@@ -90,11 +90,13 @@ def test_the_dask_runner_gives_the_same_forecasts_as_the_default(sensor_db, tmp_
         output={"url": dask_db}, scale={"runner": "dask", "dask_workers": 2, "forecast_groups": 2},
     )  # fmt: skip
     expected = nightly_flow(load_config(default))(default, AS_OF)
-    state = nightly_flow(load_config(dask))(dask, AS_OF, return_state=True)
     assert type(nightly_flow(load_config(dask)).task_runner).__name__ == "DaskTaskRunner"
+    # called as a deployment calls it, with the flow's default runner: the pipeline reruns on Dask
+    state = nightly_forecast(dask, AS_OF, return_state=True)
     assert state.is_completed()
     got = state.result()
     assert got["backtest"] == expected["backtest"]
     pd.testing.assert_frame_equal(read_forecasts(dask_db), read_forecasts(sensor_db))
-    runs = task_runs(state.state_details.flow_run_id)
+    assert got["run_id"] != str(state.state_details.flow_run_id)  # the pipeline ran in the subflow
+    runs = task_runs(got["run_id"])
     assert runs["backtest_fold"].state.is_completed() and runs["forecast_group"].state.is_completed()

@@ -168,3 +168,15 @@ def test_gate_policy_must_be_known(tmp_path):
     path = write(tmp_path, BASE.replace("lookback = 168", 'lookback = 168\ngate = "maybe"'))
     with pytest.raises(ConfigError, match=r"'forecast.gate': Input should be 'fallback', 'fail' or 'off'"):
         load_config(path)
+
+
+def test_the_config_reference_in_the_readme_is_a_valid_config():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    cfg = parse_config(tomllib.loads(block), "README.md")
+    assert cfg.registry.table == "lstmcast_models" and cfg.scale.runner == "threads"
+    assert cfg.output.accuracy_table == "lstmcast_accuracy" and cfg.training.on_failure == "fail"
