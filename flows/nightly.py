@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import flow, get_client, get_run_logger
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
@@ -39,8 +39,14 @@ GATE_FAILED = "GateFailed"  # final state name of a run whose LSTM lost the back
 FALLBACK = "CompletedWithFallback"  # final state name of a run that published seasonal naive instead
 
 
+def name_run_after(as_of: str) -> None:
+    """A run that found its as-of in the data is named after it, like one that was given it."""
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, name=f"nightly-{pd.Timestamp(as_of):%Y-%m-%d}")
+
+
 def nightly_run_name() -> str:
-    """`nightly-<as-of date>`, or the scheduled date when the run forecasts from the latest data."""
+    """`nightly-<as-of date>`; until the as-of is known (the latest data), the scheduled date."""
     as_of = flow_run.parameters.get("as_of")
     day = pd.Timestamp(as_of) if as_of else pd.Timestamp(flow_run.scheduled_start_time or datetime.now(UTC))
     return f"nightly-{day:%Y-%m-%d}"
@@ -61,6 +67,8 @@ def nightly_forecast(config_path: str, as_of: str | None = None) -> Any:
         # a deployment loads this flow with its default runner: run the pipeline again as a subflow on Dask
         return relay(nightly_flow(cfg)(config_path, as_of, return_state=True))
     as_of_iso = resolve_as_of(cfg, as_of)
+    if as_of is None:
+        name_run_after(as_of_iso)
     extracted = extract(cfg, as_of_iso)
     cleaned = cached(clean)(cfg, extracted.path, as_of_iso)
     history = cleaned.history_path

@@ -91,9 +91,14 @@ def test_nightly_flow_end_to_end_and_rerun_is_idempotent(config_path, sensor_db)
     assert count_rows(sensor_db) == 72
 
 
-def test_default_as_of_is_the_last_source_timestamp(config_path):
-    result = nightly_forecast(config_path)
-    assert result["as_of"] == "2016-07-17T15:00:00+00:00"
+def test_default_as_of_is_the_last_source_timestamp_and_names_the_run(config_path):
+    state = nightly_forecast(config_path, return_state=True)
+    assert state.result()["as_of"] == "2016-07-17T15:00:00+00:00"
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(state.state_details.flow_run_id).name == "nightly-2016-07-17"
+    given = nightly_forecast(config_path, "2016-07-15 00:00", return_state=True)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(given.state_details.flow_run_id).name == "nightly-2016-07-15"
 
 
 def test_transient_publish_failure_is_retried_and_the_flow_completes(config_path, sensor_db, monkeypatch):
