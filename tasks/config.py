@@ -43,13 +43,36 @@ def check_identifier(value: str, what: str) -> str:
 def check_url(value: str, what: str) -> str:
     try:
         make_url(value)
-    except Exception as exc:  # sqlalchemy raises ArgumentError; re-raised with the key at fault
-        raise ValueError(f"{what} is not a valid SQLAlchemy URL: {exc}") from None
+    except Exception:  # sqlalchemy's message repeats the string, password included: not shown
+        raise ValueError(
+            f"{what} is not a valid SQLAlchemy URL (expected dialect+driver://user:password@host:port/database)"
+        ) from None
+    return value
+
+
+def mask_password(value: object) -> object:
+    """`value` with any password in a URL-like string replaced by ***, for messages and logs."""
+    if not isinstance(value, str):
+        return value
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", value)
+
+
+def secret_url(block: str, what: str) -> str:
+    """The URL kept in the Prefect Secret block `block` (read from the Prefect API at load time)."""
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(block).get()
+    except ValueError as exc:
+        raise ValueError(f"{what}: no Prefect Secret block named {block!r} ({exc})") from None
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: the Prefect Secret block {block!r} must hold a URL string")
     return value
 
 
 class SourceConfig(_Section):
-    url: str = "sqlite:///data/demo.db"
+    url: str = Field(default="sqlite:///data/demo.db", repr=False)  # may hold a password: never in a repr
+    url_secret: str | None = None  # name of a Prefect Secret block holding the URL (overrides `url`)
     table: str | None = None
     query: str | None = None
     series_id: str = "series_id"
@@ -140,11 +163,15 @@ class DataConfig(_Section):
     @classmethod
     def _freq(cls, v: str) -> str:
         try:
-            pd.tseries.frequencies.to_offset(v)
+            offset = pd.tseries.frequencies.to_offset(v)
         except ValueError:
+            offset = None
+        # A zero or negative step passes pandas' parser but cannot make a time grid.
+        if offset is None or offset.n <= 0:
             raise ValueError(
-                f"data.freq must be a pandas offset alias such as 'h', 'D' or '15min', got {v!r}"
-            ) from None
+                f"data.freq must be a pandas offset alias such as 'h', 'D' or '15min' with a positive step, "
+                f"got {v!r}"
+            )
         return v
 
 
@@ -197,7 +224,8 @@ class TrainingSection(_Section):
 
 
 class OutputConfig(_Section):
-    url: str = "sqlite:///data/demo.db"
+    url: str = Field(default="sqlite:///data/demo.db", repr=False)
+    url_secret: str | None = None
     table: str = "forecasts"
     runs_table: str = "lstmcast_runs"
     quality_table: str = "lstmcast_quality"  # per-run, per-series counts of every cleaning repair
@@ -298,18 +326,29 @@ def _format_validation_error(path: str, exc: ValidationError) -> str:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             where = f"'{loc}': " if loc else ""
-            got = f" (got {err['input']!r})" if loc and not isinstance(err["input"], dict) else ""
+            # Messages of lstmcast's own validators already quote the value; pydantic's do not.
+            shown = loc and not isinstance(err["input"], dict) and f"got {err['input']!r}" not in msg
+            got = f" (got {mask_password(err['input'])!r})" if shown else ""
             lines.append(f"{path}: {where}{msg}{got}")
     return "\n".join(lines)
 
 
 def parse_config(data: dict[str, Any], path: str = "<config>", *, name: str | None = None) -> PipelineConfig:
-    """Validate a config mapping; environment URL overrides apply here so secrets stay out of files."""
+    """Validate a config mapping. Database URLs with their passwords come from, in order: the environment
+    (LSTMCAST_SOURCE_URL / LSTMCAST_OUTPUT_URL), a Prefect Secret block named by `url_secret`, `url`."""
     data = {**data}
     data.setdefault("name", name or Path(path).stem)
     for section, env in (("source", SOURCE_URL_ENV), ("output", OUTPUT_URL_ENV)):
-        if os.environ.get(env) and isinstance(data.get(section, {}), dict):
-            data[section] = {**data.get(section, {}), "url": os.environ[env]}
+        sec = data.get(section, {})
+        if not isinstance(sec, dict):
+            continue
+        if os.environ.get(env):
+            data[section] = {**sec, "url": os.environ[env]}
+        elif isinstance(sec.get("url_secret"), str):
+            try:
+                data[section] = {**sec, "url": secret_url(sec["url_secret"], f"{section}.url_secret")}
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
     for section in ("source", "model", "output"):
         # TOML arrays arrive as lists; the frozen models hold tuples so configs stay hashable.
         sec = data.get(section)
