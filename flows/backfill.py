@@ -1,37 +1,32 @@
 """The backfill flow: one nightly forecast per as-of date in a range, a few at a time.
 
-Every date is a `nightly-forecast` subflow run. The subflows read the source in full for their own as-of
-(a copy of the config with `source.incremental = false`), so concurrent dates never share the incremental
-store or its watermark, and each one sees only the rows with a timestamp <= its as-of.
+Every date is a `nightly-forecast` subflow run with `full_read=True`, started by a task in a pool of
+worker processes (one date at a time runs in this process): each date reads the source in full up to its
+own as-of, so dates never share the incremental store or its watermark, and each sees only the rows with
+a timestamp <= its as-of. Models trained for a past as-of join the registry without displacing the
+champion of a later one (tasks/registry.py).
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-import math
 import re
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from prefect import flow, get_client, task
-from prefect.futures import as_completed
-from prefect.runtime import flow_run
+from prefect.futures import PrefectFuture, as_completed
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Failed, State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from flows.runners import nightly_flow
 from tasks.config import PipelineConfig, load_config
-from tasks.extract import parse_as_of, pipeline_dir
+from tasks.extract import parse_as_of
 
-BACKFILL_DIR = "backfills"
 RUN_ERROR_PREFIX = "Flow run encountered an exception: "  # how Prefect words a flow run's exception
 
 # Called in the flow's thread with each date's outcome as soon as that date finishes (the CLI's progress bar).
@@ -53,6 +48,8 @@ class BackfillFailed(RuntimeError):
 
 
 def date_reporter() -> Callable[[dict[str, Any]], None] | None:
+    # The flow reads the ContextVar through this function: Prefect pickles the flow's code for worker
+    # processes, and a ContextVar named in it directly does not pickle.
     return _on_date_done.get()
 
 
@@ -66,7 +63,7 @@ def on_date_done(callback: Callable[[dict[str, Any]], None]) -> Iterator[None]:
         _on_date_done.reset(token)
 
 
-def parse_every(every: str) -> pd.DateOffset:
+def parse_every(every: str) -> pd.offsets.BaseOffset:
     """The step between dates: a pandas offset alias ('1D', '6h', 'MS', 'W') or a duration ('2 days')."""
     # pandas deprecates the lower-case day alias that `Timedelta` and the CLI accept ('1d').
     text = re.sub(r"^(\d*)\s*d$", r"\1D", every.strip())
@@ -124,47 +121,6 @@ def worker_api() -> Iterator[None]:
         yield
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are TOML basic-string escapes
-    if isinstance(value, datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) as TOML")
-
-
-def toml_text(data: dict[str, Any]) -> str:
-    """`data` as TOML, one top-level key per line (sections as inline tables): what tomllib read."""
-    return "".join(f"{json.dumps(str(key))} = {_toml_value(value)}\n" for key, value in data.items())
-
-
-def write_full_read_config(config_path: str, cfg: PipelineConfig, run_id: str) -> Path:
-    """A copy of the config whose runs read the source in full for their as-of.
-
-    Copied from the file rather than from `cfg`, so URLs from the environment stay out of it (they are
-    applied again when the copy is loaded); the pipeline name is pinned, as the copy's file name differs.
-    """
-    data = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
-    data["name"] = cfg.name
-    data["source"] = {**data.get("source", {}), "incremental": False}
-    path = pipeline_dir(cfg) / BACKFILL_DIR / f"{run_id}.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"# backfill copy of {config_path}: source read in full per as-of\n" + toml_text(data))
-    tmp.replace(path)
-    load_config(path)  # the copy must describe the same pipeline as the original
-    return path
-
-
 def date_outcome(as_of: str, state: State, seconds: float) -> dict[str, Any]:
     """One date's line of the summary, from its nightly-forecast run's final state."""
     outcome: dict[str, Any] = {
@@ -187,23 +143,35 @@ def date_outcome(as_of: str, state: State, seconds: float) -> dict[str, Any]:
 
 @task(task_run_name="as-of {as_of}")
 def forecast_as_of(config_path: str, as_of: str) -> dict[str, Any] | State:
-    """Run the nightly flow (with the config's task runner) for one as-of; a failed run fails this task
-    too, with the outcome as its data."""
+    """Run the nightly flow (with the config's task runner) for one as-of, reading the source in full up
+    to it; a failed run fails this task too, with the outcome as its data."""
     started = time.perf_counter()
-    state = nightly_flow(load_config(config_path))(config_path, as_of, return_state=True)
+    state = nightly_flow(load_config(config_path))(config_path, as_of, full_read=True, return_state=True)
     outcome = date_outcome(as_of, state, time.perf_counter() - started)
     if outcome["error"] is not None:
         return Failed(message=f"as_of {as_of}: {outcome['error']}", data=outcome)
     return outcome
 
 
-def lost_outcome(as_of: str, state: State) -> dict[str, Any]:
-    """A date whose task failed before it could report (its nightly run never started or never returned)."""
+def lost_outcome(as_of: str, status: str, error: str) -> dict[str, Any]:
+    """A date whose task ended without an outcome: its nightly run never started, or its worker died."""
     return {
-        "as_of": as_of, "status": state.name or state.type.value, "rows_published": 0, "rows_replaced": 0,
-        "model_version": None,
-        "seconds": 0.0, "flow_run_id": None, "error": state.message or state.name,
+        "as_of": as_of, "status": status, "rows_published": 0, "rows_replaced": 0, "model_version": None,
+        "seconds": 0.0, "flow_run_id": None, "error": error,
     }  # fmt: skip
+
+
+def future_outcome(as_of: str, future: PrefectFuture) -> dict[str, Any]:
+    """The outcome a finished `forecast_as_of` run returned, or one that says why there is none."""
+    try:
+        future.wait()
+        state = future.state
+        result = state.result(raise_on_failure=False)
+    except Exception as exc:  # the worker process died (the whole pool breaks with it)
+        return lost_outcome(as_of, "Crashed", f"{type(exc).__name__}: {exc}")
+    if isinstance(result, dict):
+        return result
+    return lost_outcome(as_of, state.name or state.type.value, state.message or str(result))
 
 
 def summarize(
@@ -230,7 +198,7 @@ def failure_message(summary: dict[str, Any]) -> str:
     return f"backfill of {summary['pipeline']}: {n} of {total} dates failed: {listed}"
 
 
-@flow(name="backfill", log_prints=True)
+@flow(name="backfill", flow_run_name="backfill-{start}-{end}", log_prints=True)
 def backfill_forecasts(
     config_path: str, start: str, end: str, every: str = "1D", concurrency: int = 2
 ) -> dict[str, Any] | State:
@@ -240,17 +208,14 @@ def backfill_forecasts(
     dates = [d.isoformat() for d in backfill_dates(start, end, every)]
     check_concurrency(concurrency)
     cfg = load_config(config_path)
-    full_read = str(write_full_read_config(config_path, cfg, str(flow_run.id)))
     print(f"backfill of {cfg.name}: {len(dates)} as-of dates from {dates[0]} to {dates[-1]}, "
           f"{concurrency} at a time")  # fmt: skip
     report = date_reporter()
     outcomes = []
     with worker_api(), date_runner(concurrency, len(dates)) as runner:
-        futures = {runner.submit(forecast_as_of, {"config_path": full_read, "as_of": d}): d for d in dates}
+        futures = {runner.submit(forecast_as_of, {"config_path": config_path, "as_of": d}): d for d in dates}
         for future in as_completed(list(futures)):
-            future.wait()
-            result = future.state.result(raise_on_failure=False)
-            outcome = result if isinstance(result, dict) else lost_outcome(futures[future], future.state)
+            outcome = future_outcome(futures[future], future)
             outcomes.append(outcome)
             print(f"as_of {outcome['as_of']}: {outcome['status']}, {outcome['rows_published']} rows")
             if report is not None:

@@ -59,13 +59,18 @@ def nightly_run_name() -> str:
     # one fold or group at a time here: each already uses every core; flows/runners.py swaps in Dask
     task_runner=ThreadPoolTaskRunner(max_workers=1),
 )
-def nightly_forecast(config_path: str, as_of: str | None = None) -> Any:
-    """Forecast every series `horizon` steps past `as_of` (default: the source's last timestamp)."""
+def nightly_forecast(config_path: str, as_of: str | None = None, full_read: bool = False) -> Any:
+    """Forecast every series `horizon` steps past `as_of` (default: the source's last timestamp).
+
+    `full_read` reads the source in full up to as-of instead of through the incremental store (backfills).
+    """
     started_at = datetime.now(UTC).isoformat()
     cfg = load_config(config_path)
     if cfg.scale.runner == "dask" and not uses_dask():
         # a deployment loads this flow with its default runner: run the pipeline again as a subflow on Dask
-        return relay(nightly_flow(cfg)(config_path, as_of, return_state=True))
+        return relay(nightly_flow(cfg)(config_path, as_of, full_read, return_state=True))
+    if full_read:
+        cfg = cfg.model_copy(update={"source": cfg.source.model_copy(update={"incremental": False})})
     as_of_iso = resolve_as_of(cfg, as_of)
     if as_of is None:
         name_run_after(as_of_iso)

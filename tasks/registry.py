@@ -114,6 +114,16 @@ def _version(row: Any) -> ModelVersion:
     )
 
 
+def lock_pipeline(conn: sa.Connection, table: sa.Table, pipeline: str) -> None:
+    """Promotions of one pipeline take turns on PostgreSQL (SQLite serialises writers already), so two
+    runs finishing at once never leave two champions."""
+    if conn.dialect.name != "postgresql":
+        return
+    name = f"{table.fullname}\0{pipeline}".encode()
+    key = int.from_bytes(hashlib.sha1(name).digest()[:8], "big", signed=True)
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
 def _has_table(conn: sa.Connection, table: sa.Table) -> bool:
     return sa.inspect(conn).has_table(table.name, schema=table.schema)
 
@@ -121,14 +131,15 @@ def _has_table(conn: sa.Connection, table: sa.Table) -> bool:
 def champion_before(
     conn: sa.Connection, table: sa.Table, pipeline: str, as_of: datetime
 ) -> ModelVersion | None:
-    """The champion as a run for `as_of` found it: the last promoted version trained for an earlier
-    as-of. A re-run of the same as-of therefore plans exactly as the first attempt did."""
+    """The champion as a run for `as_of` sees it: of the versions trained for an earlier as-of and ever
+    promoted, the one with the latest as-of. A re-run of the same as-of plans exactly as the first attempt
+    did, and a backfill of a past date meets the champion of that time."""
     if not _has_table(conn, table):
         return None
     row = conn.execute(
         sa.select(table)
         .where(table.c.pipeline == pipeline, table.c.as_of < as_of, table.c.promoted_at.is_not(None))
-        .order_by(table.c.promoted_at.desc(), table.c.created_at.desc())
+        .order_by(table.c.as_of.desc(), table.c.promoted_at.desc(), table.c.created_at.desc())
         .limit(1)
     ).first()
     return _version(row) if row is not None else None
@@ -306,7 +317,19 @@ def challenge(
                         status=REJECTED, run_id=run_id,
                     )
                 )  # fmt: skip
-            if promoted and existing != CHAMPION:
+            lock_pipeline(conn, table, cfg.name)
+            when = parse_as_of(as_of).to_pydatetime()
+            later = conn.execute(
+                sa.select(sa.func.count()).where(
+                    table.c.pipeline == cfg.name, table.c.promoted_at.is_not(None), table.c.as_of > when
+                )
+            ).scalar_one()
+            if promoted and later:
+                # a backfill's winner: champion of its own period, while a later as-of's champion stays live
+                conn.execute(sa.update(table).where(key, table.c.promoted_at.is_(None)).values(
+                    status=RETIRED, promoted_at=now
+                ))  # fmt: skip
+            elif promoted and existing != CHAMPION:
                 conn.execute(
                     sa.update(table)
                     .where(table.c.pipeline == cfg.name, table.c.status == CHAMPION)

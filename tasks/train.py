@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from prefect import task
 
 from lstm_model.checkpoint import load_checkpoint, save_checkpoint
-from lstm_model.train import fit
+from lstm_model.train import TrainResult, fit
 from tasks._log import stage_logger
 from tasks.config import PipelineConfig
 from tasks.validate import load_panel
@@ -38,8 +40,21 @@ class TrainOutput:
     seconds: float
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def model_digest(result: TrainResult) -> str:
+    """What makes the model: weights, settings, scaler statistics, inputs and calibration. Unlike the
+    checkpoint file, it leaves out the training log (epoch times), so the same model is the same version."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(result.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    settings = {
+        "model": result.model_config.to_dict(),
+        "scaler": result.scaler.to_dict(),
+        "inputs": [result.past_names, result.future_names],
+    }
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(result.calibration, dtype=np.float64).tobytes())
+    return digest.hexdigest()
 
 
 def models_dir(cfg: PipelineConfig) -> Path:
@@ -73,7 +88,7 @@ def train_model(
     folder.mkdir(parents=True, exist_ok=True)
     staged = folder / f".model-{uuid.uuid4().hex}.pt"
     save_checkpoint(result, staged)
-    version = f"lstm-{file_digest(staged)[:12]}"
+    version = f"lstm-{model_digest(result)[:12]}"
     path = folder / f"{version}.pt"
     os.replace(staged, path)
     best = min(row["val_loss"] for row in result.history)

@@ -181,3 +181,9 @@ def test_decide_plan_retrains_on_drift_and_counts_runs():
     assert decide_plan(cfg, champion, 0, "the series changed (new: ['x'], gone: [])", None).reason == (
         "champion lstm-a cannot be reused: the series changed (new: ['x'], gone: [])"
     )
+
+
+def test_the_same_model_trained_twice_is_the_same_version(cfg, history):
+    first, second = train_model(cfg, history), train_model(cfg, history)
+    assert first.model_version == second.model_version and first.checkpoint_path == second.checkpoint_path
+    assert train_model(with_training(cfg, seed=3), history).model_version != first.model_version
