@@ -18,7 +18,7 @@ import pandas as pd
 from prefect import task
 
 from tasks.config import PipelineConfig
-from tasks.extract import parse_as_of
+from tasks.extract import parse_as_of, write_error
 
 # Per-series repair counts, all integers, so the quality report can be summed and stored as it is.
 COUNT_COLUMNS = [
@@ -106,12 +106,15 @@ def clip_outliers(values: pd.Series, threshold: float) -> tuple[pd.Series, int]:
 
 def _seasonal_fill(values: pd.Series, fillable: np.ndarray, season_length: int) -> pd.Series:
     """Each fillable step takes the value one season earlier, earlier fills included so that gaps longer
-    than a season chain; a step with nothing a season earlier takes the linear interpolation instead."""
+    than a season chain; a step with nothing a season earlier takes the linear interpolation instead, and
+    after the last value (where there is nothing to interpolate to) the step before it, as ffill would."""
     linear = values.interpolate(method="linear", limit_area="inside").to_numpy(dtype="float64")
     out = values.to_numpy(dtype="float64", copy=True)
     for i in np.flatnonzero(fillable):
         earlier = out[i - season_length] if i >= season_length else np.nan
         out[i] = linear[i] if np.isnan(earlier) else earlier
+        if np.isnan(out[i]) and i > 0:
+            out[i] = out[i - 1]
     return pd.Series(out, index=values.index, name=values.name)
 
 
@@ -213,7 +216,8 @@ def clean_frame(
         regular = regular.reindex(pd.date_range(regular.index[0], grid_end, freq=data.freq))
         q["missing"] = int(regular[target].isna().sum())
         last_seen = hist.index[hist[target].notna()].max()
-        stale_steps = len(pd.date_range(last_seen, grid_end, freq=data.freq)) - 1
+        # Steps after the one holding the last value: counted on the grid, since that value may be off it.
+        stale_steps = int((regular.index > last_seen).sum())
         if stale_steps > data.max_gap:
             quality.append(
                 {**q, "status": "skipped",
@@ -275,6 +279,8 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     try:
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -80,7 +80,7 @@ def is_transient(exc: BaseException) -> bool:
         return bool(_TRANSIENT_MESSAGES.search(str(exc.orig)))
     if isinstance(exc, sa.exc.TimeoutError):  # connection pool exhausted
         return True
-    if isinstance(exc, AdbcError):
+    if isinstance(exc, AdbcError | OSError):  # the ADBC stream reports a connection lost mid-read as OSError
         return bool(_TRANSIENT_MESSAGES.search(str(exc)))
     return False
 

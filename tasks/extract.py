@@ -64,6 +64,10 @@ class SourceQueryError(RuntimeError):
     """The database refused the read (bad SQL, missing database, no permission): retrying will not help."""
 
 
+class SourceUnavailable(ConnectionError):
+    """The source database could not be reached or dropped the connection: a retry may succeed."""
+
+
 @dataclass(frozen=True)
 class ExtractResult:
     path: str
@@ -183,6 +187,15 @@ def _parse_timestamps(values: pd.Series, src: SourceConfig) -> pd.Series:
     return parsed
 
 
+def _read_error(exc: Exception, src: SourceConfig, url: str) -> Exception:
+    """A failed read restated with the source and its database (password hidden): SourceUnavailable when
+    a retry may help, SourceQueryError when it cannot; anything else that is not the database's is kept."""
+    message = f"reading {src.label} from {safe_url(url)} failed: {db_message(exc)}"
+    if is_transient(exc):
+        return SourceUnavailable(message)
+    return SourceQueryError(message) if isinstance(exc, (sa.exc.DBAPIError, AdbcError)) else exc
+
+
 def last_timestamp(url: str, src: SourceConfig) -> pd.Timestamp:
     """The latest timestamp that has a target value: the default as-of of a nightly run."""
     engine = create_engine(url)
@@ -191,6 +204,8 @@ def last_timestamp(url: str, src: SourceConfig) -> pd.Timestamp:
         stmt = sa.select(sa.func.max(source.c[src.timestamp])).where(source.c[src.target].is_not(None))
         with engine.connect() as conn:
             value = conn.execute(stmt).scalar()
+    except sa.exc.DBAPIError as exc:
+        raise _read_error(exc, src, url) from exc
     finally:
         engine.dispose()
     if value is None:
@@ -446,10 +461,11 @@ def _read_source(
                     after = pc.greater(table.column("ts"), pa.scalar(lower, pa.timestamp("us", tz="UTC")))
                     keep = pc.and_(keep, after)
                 yield table.filter(keep)
-    except (sa.exc.DBAPIError, AdbcError) as exc:
-        if is_transient(exc):
+    except (sa.exc.DBAPIError, AdbcError, OSError) as exc:  # OSError: the ADBC stream lost its connection
+        error = _read_error(exc, src, url)
+        if error is exc:
             raise
-        raise SourceQueryError(f"reading {src.label} from {safe_url(url)} failed: {db_message(exc)}") from exc
+        raise error from exc
     finally:
         engine.dispose()
 
@@ -479,8 +495,19 @@ def _month_end(month: str) -> pd.Timestamp:
 PARQUET_OPTIONS = {"compression": "snappy", "use_dictionary": ["series_id"]}
 
 
+def write_error(path: Path, exc: OSError) -> OSError:
+    """`exc` restated with the file being written (pyarrow's messages name none); the errno is kept, so a
+    full disk still reads as ENOSPC."""
+    if exc.errno is None:
+        return OSError(f"cannot write {path}: {exc}")
+    return OSError(exc.errno, f"cannot write {path}: {os.strerror(exc.errno)}")
+
+
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, **PARQUET_OPTIONS)
+    try:
+        pq.write_table(table, path, **PARQUET_OPTIONS)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
 
 
 def _split_by_month(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
@@ -519,13 +546,20 @@ class _MonthFiles:
         for month, part in _split_by_month(table):
             if month not in self.writers:
                 self.paths[month] = self.folder / f".{month}.{uuid.uuid4().hex}.tmp"
-                self.writers[month] = pq.ParquetWriter(self.paths[month], self.schema, **PARQUET_OPTIONS)
-            self.writers[month].write_table(part)
+            try:
+                if month not in self.writers:
+                    self.writers[month] = pq.ParquetWriter(self.paths[month], self.schema, **PARQUET_OPTIONS)
+                self.writers[month].write_table(part)
+            except OSError as exc:
+                raise write_error(self.paths[month], exc) from exc
 
     def close(self) -> dict[str, Path]:
-        for writer in self.writers.values():
-            writer.close()
-        self.writers = {}
+        writers, self.writers = self.writers, {}
+        for month, writer in writers.items():
+            try:
+                writer.close()
+            except OSError as exc:
+                raise write_error(self.paths[month], exc) from exc
         return self.paths
 
 

@@ -204,9 +204,16 @@ def staged_rows(forecasts: pd.DataFrame) -> list[tuple[Any, ...]]:
 
 def lock_as_of(conn: sa.Connection, table: sa.Table, pipeline: str, as_of: datetime) -> None:
     """Two publishes of the same (pipeline, as_of) at once (a retry overlapping a manual re-run) take
-    turns on PostgreSQL: the later one sees the earlier one's rows, so the final set is one run's."""
+    turns: the later one sees the earlier one's rows, so the final set is one run's. Taken first in the
+    transaction, so the turn also covers looking for and creating the tables."""
+    if conn.dialect.name == "sqlite":
+        # pysqlite begins a transaction only at the first INSERT or DELETE, leaving the table checks and
+        # CREATE TABLE outside it; BEGIN IMMEDIATE takes the database's write lock before any of them
+        if not getattr(conn.connection.driver_connection, "in_transaction", True):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
     if conn.dialect.name != "postgresql":
-        return  # SQLite serialises writers on the database lock
+        return
     name = f"{table.fullname}\0{pipeline}\0{as_of.isoformat()}".encode()
     key = int.from_bytes(hashlib.sha1(name).digest()[:8], "big", signed=True)
     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
@@ -353,13 +360,14 @@ def write_forecasts(
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
+            # first: a concurrent publish of the as-of waits here, before it looks for or creates tables
+            lock_as_of(conn, fc_table, run.pipeline, as_of)
             for table in (fc_table, run_table):
                 _check_existing(conn, table)
             new_counts = _check_existing(conn, q_table, frozenset(counts)) if q_table is not None else []
             metadata.create_all(conn, checkfirst=True)
             if q_table is not None:
                 _add_count_columns(conn, q_table, new_counts)
-            lock_as_of(conn, fc_table, run.pipeline, as_of)
             stage = staging_table(conn)
             load_staging(conn, stage, rows)
             replaced = conn.execute(
