@@ -15,6 +15,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import NoSuchModuleError
 
 from lstm_model.config import ModelConfig, TrainConfig
 
@@ -42,11 +43,15 @@ def check_identifier(value: str, what: str) -> str:
 
 def check_url(value: str, what: str) -> str:
     try:
-        make_url(value)
+        url = make_url(value)
     except Exception:  # sqlalchemy's message repeats the string, password included: not shown
         raise ValueError(
             f"{what} is not a valid SQLAlchemy URL (expected dialect+driver://user:password@host:port/database)"
         ) from None
+    try:  # an unknown database is a config error, found before any stage runs
+        url.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"{what}: no SQLAlchemy dialect {url.drivername!r} is installed") from None
     return value
 
 

@@ -24,7 +24,8 @@ _TRANSIENT_MESSAGES = re.compile(
 def create_engine(url: str) -> Engine:
     """An engine for `url`; SQLite files get their parent directory created so the demo runs anywhere."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    uri = parsed.query.get("uri") == "true" or str(parsed.database or "").startswith("file:")
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") and not uri:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     try:
         return sa.create_engine(parsed, pool_pre_ping=True)

@@ -302,6 +302,7 @@ def challenge(
     engine = create_engine(cfg.output.url)
     try:
         with engine.begin() as conn:
+            lock_pipeline(conn, table, cfg.name)  # first: two first runs must not both create the table
             table.create(conn, checkfirst=True)
             key = (table.c.pipeline == cfg.name) & (table.c.version == trained.model_version)
             existing = conn.execute(sa.select(table.c.status).where(key)).scalar_one_or_none()
@@ -317,7 +318,6 @@ def challenge(
                         status=REJECTED, run_id=run_id,
                     )
                 )  # fmt: skip
-            lock_pipeline(conn, table, cfg.name)
             when = parse_as_of(as_of).to_pydatetime()
             later = conn.execute(
                 sa.select(sa.func.count()).where(

@@ -577,10 +577,12 @@ CASES = [
          CONFIG_PREFIX + r"'output.table': output.table must be a table name, "
          r"got 'forecasts\"; drop table x; --'", check=tables_survive),
     # --- the databases
-    Case("unknown_source_dialect", config(source={"url": "postgresq://reader@db/plant"}), ValueError,
-         r"cannot open postgresq://reader@db/plant: no SQLAlchemy dialect 'postgresq' is installed"),
-    Case("unknown_output_dialect", config(output={"url": "postgresq://writer@db/plant"}), ValueError,
-         r"cannot open postgresq://writer@db/plant: no SQLAlchemy dialect 'postgresq' is installed"),
+    Case("unknown_source_dialect", config(source={"url": "postgresq://reader@db/plant"}), ConfigError,
+         CONFIG_PREFIX + r"'source.url': source.url: no SQLAlchemy dialect 'postgresq' is installed "
+         r"\(got 'postgresq://reader@db/plant'\)"),
+    Case("unknown_output_dialect", config(output={"url": "postgresq://writer:pw@db/plant"}), ConfigError,
+         CONFIG_PREFIX + r"'output.url': output.url: no SQLAlchemy dialect 'postgresq' is installed "
+         r"\(got 'postgresq://writer:\*\*\*@db/plant'\)"),
     Case("missing_table", config(source={"table": "readngs"}), LookupError,
          r"table 'readngs' does not exist in {source}"),
     Case("missing_column", config(source={"target": "valeu"}), LookupError,
