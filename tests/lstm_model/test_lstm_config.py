@@ -37,6 +37,7 @@ def test_defaults_match_the_documented_interface():
         "precision": "auto",
         "threads": None,
         "calibrate": True,
+        "divergence_factor": 10.0,
     }
 
 
