@@ -254,10 +254,15 @@ def _copy_rows(raw: Any, table: sa.Table, rows: Iterable[tuple[Any, ...]]) -> No
         name, sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
     )
     types = [COPY_TYPES[type(c.type)] for c in table.columns]
-    with raw.cursor() as cur, cur.copy(statement) as copy:
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
+    import psycopg
+
+    try:
+        with raw.cursor() as cur, cur.copy(statement) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:  # raised as every other statement's errors are: SQLAlchemy's classes
+        raise sa.exc.DBAPIError.instance(statement.as_string(raw), None, exc, psycopg.Error) from None
 
 
 def load_staging(conn: sa.Connection, stage: sa.Table, rows: list[tuple[Any, ...]]) -> None:
