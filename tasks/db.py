@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -33,6 +34,15 @@ def create_engine(url: str) -> Engine:
         raise ValueError(
             f"cannot open {safe_url(url)}: no SQLAlchemy dialect {parsed.drivername!r} is installed"
         ) from None
+
+
+def advisory_xact_lock(conn: sa.Connection, *parts: str) -> None:
+    """A PostgreSQL transaction-level advisory lock on the key `parts` (hashed to 64 bits): writers of the
+    same key take turns until commit or rollback. Elsewhere nothing (SQLite serialises writers itself)."""
+    if conn.dialect.name != "postgresql":
+        return
+    digest = hashlib.sha1("\0".join(parts).encode()).digest()
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(int.from_bytes(digest[:8], "big", signed=True))))
 
 
 def is_postgres(url: str) -> bool:

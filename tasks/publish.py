@@ -11,7 +11,6 @@ of a date replaces its rows instead of duplicating them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -29,7 +28,7 @@ from prefect import task
 from prefect.tasks import exponential_backoff
 
 from tasks.config import PipelineConfig
-from tasks.db import create_engine, retry_if_transient, split_table
+from tasks.db import advisory_xact_lock, create_engine, retry_if_transient, split_table
 from tasks.extract import parse_as_of
 
 STAGED = ["series_id", "ts", "yhat", "yhat_lower", "yhat_upper"]
@@ -212,11 +211,7 @@ def lock_as_of(conn: sa.Connection, table: sa.Table, pipeline: str, as_of: datet
         if not getattr(conn.connection.driver_connection, "in_transaction", True):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         return
-    if conn.dialect.name != "postgresql":
-        return
-    name = f"{table.fullname}\0{pipeline}\0{as_of.isoformat()}".encode()
-    key = int.from_bytes(hashlib.sha1(name).digest()[:8], "big", signed=True)
-    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+    advisory_xact_lock(conn, table.fullname, pipeline, as_of.isoformat())
 
 
 def staging_table(conn: sa.Connection) -> sa.Table:

@@ -26,7 +26,7 @@ from lstm_model.panel import Panel
 from lstm_model.train import TrainResult, warm_start_problem
 from tasks._log import stage_logger
 from tasks.config import PipelineConfig
-from tasks.db import create_engine, retry_if_transient, split_table
+from tasks.db import advisory_xact_lock, create_engine, retry_if_transient, split_table
 from tasks.extract import parse_as_of
 from tasks.validate import load_panel
 
@@ -117,11 +117,7 @@ def _version(row: Any) -> ModelVersion:
 def lock_pipeline(conn: sa.Connection, table: sa.Table, pipeline: str) -> None:
     """Promotions of one pipeline take turns on PostgreSQL (SQLite serialises writers already), so two
     runs finishing at once never leave two champions."""
-    if conn.dialect.name != "postgresql":
-        return
-    name = f"{table.fullname}\0{pipeline}".encode()
-    key = int.from_bytes(hashlib.sha1(name).digest()[:8], "big", signed=True)
-    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+    advisory_xact_lock(conn, table.fullname, pipeline)
 
 
 def _has_table(conn: sa.Connection, table: sa.Table) -> bool:

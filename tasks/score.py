@@ -12,7 +12,6 @@ The actuals are the cleaned history, so steps that cleaning imputed count as act
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from prefect.tasks import exponential_backoff
 
 from lstm_model.metrics import coverage, mae, rmse, smape
 from tasks.config import PipelineConfig
-from tasks.db import create_engine, retry_if_transient, safe_url, split_table
+from tasks.db import advisory_xact_lock, create_engine, retry_if_transient, safe_url, split_table
 from tasks.publish import forecast_table
 from tasks.report import artifact_key
 
@@ -198,11 +197,7 @@ def read_forecasts(
 def lock_pipeline(conn: sa.Connection, table: sa.Table, pipeline: str) -> None:
     """Two scorings of one pipeline at once take turns on PostgreSQL, so the later one sees the earlier
     one's rows when it decides what to replace; SQLite serialises writers on the database lock."""
-    if conn.dialect.name != "postgresql":
-        return
-    name = f"{table.fullname}\0{pipeline}".encode()
-    key = int.from_bytes(hashlib.sha1(name).digest()[:8], "big", signed=True)
-    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+    advisory_xact_lock(conn, table.fullname, pipeline)
 
 
 def _check_tables(conn: sa.Connection, forecasts: sa.Table, accuracy: sa.Table, url: str) -> None:
