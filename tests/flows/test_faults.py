@@ -295,3 +295,51 @@ def test_killed_inside_the_publish_transaction_then_rerun_gives_the_undisturbed_
         assert not journal.exists()  # SQLite: the killed writer's journal went with the next commit
     finally:
         engine.dispose()
+
+
+RUN = """
+import sys
+from flows.nightly import nightly_forecast
+
+state = nightly_forecast(sys.argv[1], sys.argv[2], return_state=True)
+print("FINAL", state.type.value, state.message)
+sys.exit(0 if state.is_completed() else 1)
+"""
+
+
+def test_two_runs_of_the_same_as_of_started_at_once_leave_one_consistent_set(source, output, tmp_path):
+    """Two processes run the whole flow for the same as-of at the same moment, sharing the data folder
+    and the output tables: both complete, and the as-of holds exactly one run's rows."""
+    url, table = output["url"], output["table"]
+    sections = {"output": {k: v for k, v in output.items() if k != "registry"}}
+    if "registry" in output:
+        sections["registry"] = {"table": output["registry"]}
+    config = write_config(tmp_path / "c.toml", source, tmp_path / "work", **sections)
+    logs = [tmp_path / f"run-{i}.log" for i in range(2)]
+    children = []
+    for log in logs:
+        with log.open("wb") as out:
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", RUN, config, AS_OF],
+                    cwd=ROOT,
+                    env=child_env(),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )  # fmt: skip
+            )
+    codes = [child.wait(timeout=600) for child in children]
+    assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+    got = read_forecasts(url, table)
+    assert len(got) == ROWS and got["run_id"].nunique() == 1
+    assert not got.duplicated(["series_id", "ts"]).any()
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        recorded = conn.execute(sa.text(f'select run_id from "{output["runs_table"]}"')).scalars().all()
+        registry = output.get("registry", "lstmcast_models")
+        champions = conn.execute(
+            sa.text(f"select count(*) from \"{registry}\" where status = 'champion'")
+        ).scalar_one()
+    engine.dispose()
+    assert len(recorded) == 2 and got["run_id"].iloc[0] in recorded  # the later publish's rows
+    assert champions == 1
