@@ -37,8 +37,14 @@ def create_engine(url: str) -> Engine:
 
 
 def advisory_xact_lock(conn: sa.Connection, *parts: str) -> None:
-    """A PostgreSQL transaction-level advisory lock on the key `parts` (hashed to 64 bits): writers of the
-    same key take turns until commit or rollback. Elsewhere nothing (SQLite serialises writers itself)."""
+    """Writers of the same key `parts` take turns until commit or rollback; call it first in the
+    transaction, so the turn also covers looking for and creating tables. PostgreSQL: a transaction-level
+    advisory lock on the key hashed to 64 bits. SQLite: the database's write lock, taken at once with
+    BEGIN IMMEDIATE (pysqlite would begin only at the first INSERT or DELETE, leaving CREATE TABLE out)."""
+    if conn.dialect.name == "sqlite":
+        if not getattr(conn.connection.driver_connection, "in_transaction", True):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
     if conn.dialect.name != "postgresql":
         return
     digest = hashlib.sha1("\0".join(parts).encode()).digest()

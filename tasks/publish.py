@@ -205,12 +205,6 @@ def lock_as_of(conn: sa.Connection, table: sa.Table, pipeline: str, as_of: datet
     """Two publishes of the same (pipeline, as_of) at once (a retry overlapping a manual re-run) take
     turns: the later one sees the earlier one's rows, so the final set is one run's. Taken first in the
     transaction, so the turn also covers looking for and creating the tables."""
-    if conn.dialect.name == "sqlite":
-        # pysqlite begins a transaction only at the first INSERT or DELETE, leaving the table checks and
-        # CREATE TABLE outside it; BEGIN IMMEDIATE takes the database's write lock before any of them
-        if not getattr(conn.connection.driver_connection, "in_transaction", True):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        return
     advisory_xact_lock(conn, table.fullname, pipeline, as_of.isoformat())
 
 

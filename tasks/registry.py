@@ -115,8 +115,8 @@ def _version(row: Any) -> ModelVersion:
 
 
 def lock_pipeline(conn: sa.Connection, table: sa.Table, pipeline: str) -> None:
-    """Promotions of one pipeline take turns on PostgreSQL (SQLite serialises writers already), so two
-    runs finishing at once never leave two champions."""
+    """Promotions of one pipeline take turns (tasks.db.advisory_xact_lock), so two runs finishing at once
+    never leave two champions."""
     advisory_xact_lock(conn, table.fullname, pipeline)
 
 

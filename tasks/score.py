@@ -195,8 +195,8 @@ def read_forecasts(
 
 
 def lock_pipeline(conn: sa.Connection, table: sa.Table, pipeline: str) -> None:
-    """Two scorings of one pipeline at once take turns on PostgreSQL, so the later one sees the earlier
-    one's rows when it decides what to replace; SQLite serialises writers on the database lock."""
+    """Two scorings of one pipeline at once take turns (tasks.db.advisory_xact_lock), so the later one sees
+    the earlier one's rows when it decides what to replace."""
     advisory_xact_lock(conn, table.fullname, pipeline)
 
 
@@ -281,9 +281,9 @@ def score_forecasts(
     engine = create_engine(url_out)
     try:
         with engine.begin() as conn:
+            lock_pipeline(conn, acc_table, pipeline)  # first: two first scorings must not both create it
             _check_tables(conn, fc_table, acc_table, url_out)
             acc_table.create(conn, checkfirst=True)
-            lock_pipeline(conn, acc_table, pipeline)
             scores = score_points(
                 read_forecasts(conn, fc_table, pipeline, start, end), actuals, season_length
             )
