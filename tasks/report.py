@@ -14,7 +14,6 @@ import base64
 import io
 import math
 import os
-import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from lstm_model.backtest import METRICS, MODELS
+from tasks._log import artifact_key
 from tasks.config import PipelineConfig
 from tasks.forecast import SEASONAL_NAIVE
 from tasks.publish import count_columns
@@ -52,11 +52,6 @@ class ReportResult:
     keys: tuple[str, ...]  # artifact keys, in the order they were created
     plot_path: str
     seconds: float
-
-
-def artifact_key(pipeline: str, kind: str) -> str:
-    """A valid artifact key (lowercase letters, digits, dashes), the same for every run of a pipeline."""
-    return re.sub(r"[^a-z0-9-]", "-", f"{pipeline}-{kind}".lower())
 
 
 def _cell(value: object) -> str:

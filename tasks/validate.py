@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from prefect.artifacts import create_table_artifact
 from lstm_model.backtest import COLUMNS, METRICS, fold_plan, run_fold, summarize
 from lstm_model.features import calendar_features, calendar_names
 from lstm_model.panel import Panel
-from tasks._log import stage_logger
+from tasks._log import artifact_key, stage_logger
 from tasks.clean import write_parquet_atomic
 from tasks.config import PipelineConfig
 
@@ -95,13 +94,6 @@ def combine_folds(
     )
 
 
-def run_backtest(cfg: PipelineConfig, history_path: str) -> ValidateResult:
-    """Every fold in turn, in this process."""
-    started = time.perf_counter()
-    rows = [backtest_one_fold(cfg, history_path, fold) for fold in plan_folds(cfg, history_path)]
-    return combine_folds(history_path, rows, time.perf_counter() - started)
-
-
 def metrics_table(summary: dict[str, dict[str, float]]) -> list[dict[str, object]]:
     return [{"model": model, **{m: round(v, 4) for m, v in row.items()}} for model, row in summary.items()]
 
@@ -155,7 +147,7 @@ def backtest_fold(cfg: PipelineConfig, history_path: str, fold: Fold) -> list[di
 def publish_backtest_artifact(cfg: PipelineConfig, result: ValidateResult) -> None:
     create_table_artifact(
         metrics_table(result.summary),
-        key=f"{cfg.name}-backtest".lower().replace("_", "-").replace(".", "-"),
+        key=artifact_key(cfg.name, "backtest"),
         description=f"Backtest over {result.folds} rolling-origin folds, mean over series and folds",
     )
 
@@ -165,13 +157,5 @@ def summarize_backtest(
     cfg: PipelineConfig, history_path: str, fold_rows: list[list[dict[str, object]]], seconds: float
 ) -> ValidateResult:
     result = combine_folds(history_path, fold_rows, seconds)
-    publish_backtest_artifact(cfg, result)
-    return result
-
-
-@task
-def validate(cfg: PipelineConfig, history_path: str) -> ValidateResult:
-    """The whole backtest as one task (the flow runs its folds as separate tasks)."""
-    result = run_backtest(cfg, history_path)
     publish_backtest_artifact(cfg, result)
     return result
