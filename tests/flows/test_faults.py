@@ -141,7 +141,8 @@ def child_env() -> dict[str, str]:
 
 def task_state(flow_run_id: str, stage: str) -> str | None:
     runs = task_runs(uuid.UUID(flow_run_id))
-    return runs[stage].state.name if stage in runs else None
+    state = runs[stage].state if stage in runs else None
+    return state.name if state is not None else None  # a task run the API has no state for yet
 
 
 def kill_at(config: str, stage: str, tmp_path: Path, check=lambda flow_run_id: None) -> str:
