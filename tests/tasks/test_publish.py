@@ -132,6 +132,28 @@ def test_republishing_the_same_run_gives_identical_rows(db, sensor_cfg):
     assert len(db.runs_rows()) == 1
 
 
+def test_values_round_trip_exactly(db, sensor_cfg):
+    """Whatever the load path (COPY of Arrow batches on PostgreSQL, executemany elsewhere), a row reads
+    back as it was given: text beyond ASCII, microsecond timestamps, every float, a missing bound as NULL."""
+    stamps = pd.to_datetime(["2020-01-01 01:00:00.000001", "2020-01-01 02:30:00.5"], utc=True)
+    frame = pd.DataFrame(
+        {
+            "series_id": ["Zürich/ß-7", "магазин 1"],
+            "ts": stamps,
+            "yhat": [1e-300, -123456.789012345],
+            "yhat_lower": [float("nan"), -1e308],
+            "yhat_upper": [2.5, float("inf")],
+        }
+    )
+    db.write(frame, record(sensor_cfg()))
+    rows = db.forecasts().sort_values("ts").reset_index(drop=True)
+    assert rows["series_id"].tolist() == ["Zürich/ß-7", "магазин 1"]
+    assert list(pd.to_datetime(rows["ts"], utc=True)) == list(stamps)
+    assert rows["yhat"].tolist() == [1e-300, -123456.789012345]
+    assert rows["yhat_lower"].isna().tolist() == [True, False] and rows["yhat_lower"][1] == -1e308
+    assert rows["yhat_upper"].tolist() == [2.5, float("inf")]
+
+
 def test_republish_rewrites_only_changed_rows(db, sensor_cfg):
     cfg = sensor_cfg()
     first_run = record(cfg)
