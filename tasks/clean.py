@@ -7,7 +7,6 @@ fatal: one broken sensor must not stop the nightly forecast of the others.
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from prefect import task
 
 from tasks.config import PipelineConfig
 from tasks.extract import parse_as_of, write_error
+from tasks.parsing import NON_NUMERIC_COLUMN, ZONE_COLUMN, ZONE_UTC, to_float, to_utc, zone_repairs
 
 # Per-series repair counts, all integers, so the quality report can be summed and stored as it is.
 COUNT_COLUMNS = [
@@ -29,9 +29,6 @@ COUNT_COLUMNS = [
 QUALITY_COLUMNS = ["series_id", "status", "reason", *COUNT_COLUMNS]
 # Scales the median absolute deviation to the standard deviation for normally distributed data.
 MAD_SCALE = 1.4826
-# A UTC offset at the end of a timestamp's text, after its time of day ("...10:00+02:00", "...10:00Z").
-_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
-_UTC_OFFSETS = {"Z", "+00", "-00", "+00:00", "-00:00", "+0000", "-0000"}
 
 
 @dataclass(frozen=True)
@@ -53,30 +50,6 @@ def _gap_lengths(missing: np.ndarray) -> np.ndarray:
     out = np.zeros(len(missing), dtype=np.int64)
     out[missing] = np.repeat(lengths, lengths)
     return out
-
-
-def to_utc(ts: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Timestamps in UTC, and which rows were not UTC already: naive ones are taken as UTC, offsets converted.
-
-    Text from SQLite may mix offsets and naive values in one column, so text is judged row by row.
-    Unparseable values become NaT.
-    """
-    if isinstance(ts.dtype, pd.DatetimeTZDtype):
-        changed = np.full(len(ts), str(ts.dt.tz) not in ("UTC", "Etc/UTC")) & ts.notna().to_numpy()
-        return ts.dt.tz_convert("UTC"), changed
-    if pd.api.types.is_datetime64_dtype(ts.dtype):
-        return ts.dt.tz_localize("UTC"), ts.notna().to_numpy()
-    parsed = pd.to_datetime(ts, utc=True, errors="coerce", format="ISO8601")
-    offset = ts.astype(str).str.strip().str.extract(_OFFSET, expand=False).str.upper()
-    changed = ~offset.isin(_UTC_OFFSETS).to_numpy() & parsed.notna().to_numpy()
-    return parsed, changed
-
-
-def to_float(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Values as float64, and which were present but not numbers: text such as 'n/a' becomes missing."""
-    numeric = pd.to_numeric(values, errors="coerce")
-    bad = (numeric.isna() & values.notna()).to_numpy()
-    return numeric.astype("float64").to_numpy(copy=True), bad
 
 
 def count_out_of_order(ts: pd.Series) -> int:
@@ -155,13 +128,17 @@ def _trailing_complete(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.Data
 def _prepare(raw: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
     """A copy with UTC timestamps and float columns, plus per-row flags of what that repaired."""
     frame = raw.reset_index(drop=True)
-    ts, tz_changed = to_utc(frame["ts"])
+    ts, zone = to_utc(frame["ts"])
     out = pd.DataFrame({"series_id": frame["series_id"], "ts": ts})
     non_numeric = np.zeros(len(frame), dtype=np.int64)
     for col in numeric:
         out[col], bad = to_float(frame[col])
         non_numeric += bad
-    out["_tz_normalized"] = tz_changed.astype(np.int64)
+    if ZONE_COLUMN in frame:  # rows from extract: their text was parsed there, and marked
+        zone = np.maximum(zone, frame[ZONE_COLUMN].fillna(ZONE_UTC).to_numpy(dtype=np.int8))
+    if NON_NUMERIC_COLUMN in frame:
+        non_numeric += frame[NON_NUMERIC_COLUMN].fillna(0).to_numpy(dtype=np.int64)
+    out["_zone"] = zone
     out["_non_numeric"] = non_numeric
     return out
 
@@ -191,7 +168,7 @@ def clean_frame(
         group = group[group["ts"].notna()]
         hist = group[group["ts"] <= as_of]
         q.update(series_id=sid, status="ok", reason="", raw_rows=len(hist))
-        q["tz_normalized"] = int(hist["_tz_normalized"].sum())
+        q["tz_normalized"] = zone_repairs(hist["_zone"].to_numpy())
         q["non_numeric"] = int(hist["_non_numeric"].sum())
         q["out_of_order"] = count_out_of_order(hist["ts"])
         # A stable sort keeps rows with equal timestamps in source order, which "first" and "last" rely on.

@@ -51,10 +51,14 @@ from tasks.db import (
     retry_if_transient,
     safe_url,
 )
+from tasks.parsing import NON_NUMERIC_COLUMN, ZONE_COLUMN, ZONE_MISSING, ZONE_UTC, to_float, to_utc
 
 CHUNK_ROWS = 100_000
 WATERMARK_FILE = "watermark.json"
 STORE_DIR = "store"
+# The store's file layout; a store written in another layout is filled afresh from the source.
+# 2: the per-row marks of what parsing repaired (tasks.parsing.MARK_COLUMNS).
+STORE_LAYOUT = 2
 # PostgreSQL's own placeholders ($1, ...), so that a '%' in a configured query reaches the server unescaped.
 _PG_DIALECT = postgresql.dialect(paramstyle="numeric_dollar")
 BATCH_HINT_OPTION = "adbc.postgresql.batch_size_hint_bytes"
@@ -176,15 +180,37 @@ def _check_declared_types(engine: sa.Engine, table: sa.Table, src: SourceConfig)
         raise TypeError(f"{src.label}: column {name!r} has database type {declared}, not {what}{example}")
 
 
-def _parse_timestamps(values: pd.Series, src: SourceConfig) -> pd.Series:
-    parsed = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+def _typed_zone(aware: bool, n: int) -> np.ndarray:
+    """Zone marks of a column the database typed as timestamps: an aware value is an instant (a
+    timestamptz shown in the session's zone), nothing to repair; a naive one is taken as UTC."""
+    return np.full(n, ZONE_UTC if aware else ZONE_MISSING, dtype=np.int8)
+
+
+def _driver_typed(values: pd.Series) -> bool | None:
+    """Whether the driver gave datetimes that carry a zone; None when it gave text (parsed row by row)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return True
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return False
+    present = values.dropna()
+    if len(present) and isinstance(present.iloc[0], datetime.datetime):
+        return present.iloc[0].tzinfo is not None
+    return None
+
+
+def _parse_timestamps(values: pd.Series, src: SourceConfig) -> tuple[pd.Series, np.ndarray]:
+    """UTC timestamps and each row's zone mark; a value that is no timestamp stops the read."""
+    parsed, zone = to_utc(values)
+    aware = _driver_typed(values)
+    if aware is not None:
+        zone = _typed_zone(aware, len(values))
     bad = parsed.isna() & values.notna()
     if bad.any():
         raise ValueError(
             f"{src.label}: column {src.timestamp!r} has a value that is not a timestamp: "
             f"{values[bad].iloc[0]!r}"
         )
-    return parsed
+    return parsed, zone
 
 
 def _read_error(exc: Exception, src: SourceConfig, url: str) -> Exception:
@@ -210,7 +236,7 @@ def last_timestamp(url: str, src: SourceConfig) -> pd.Timestamp:
         engine.dispose()
     if value is None:
         raise ValueError(f"{src.label} has no rows with a value in column {src.target!r}")
-    return _parse_timestamps(pd.Series([value]), src).iloc[0]
+    return _parse_timestamps(pd.Series([value]), src)[0].iloc[0]
 
 
 def _numeric_columns(src: SourceConfig) -> list[str]:
@@ -221,6 +247,7 @@ def _schema(src: SourceConfig) -> pa.Schema:
     return pa.schema(
         [pa.field("series_id", pa.string()), pa.field("ts", pa.timestamp("us", tz="UTC"))]
         + [pa.field(c, pa.float64()) for c in _numeric_columns(src)]
+        + [pa.field(ZONE_COLUMN, pa.int8()), pa.field(NON_NUMERIC_COLUMN, pa.int16())]
     )
 
 
@@ -272,26 +299,28 @@ def _where_sqlite(
     return stmt
 
 
-def _coerce_numeric(raw: pd.Series, col: str, stats: _ReadStats) -> pd.Series:
-    values = pd.to_numeric(raw, errors="coerce")
-    bad = values.isna() & raw.notna()
+def _coerce_numeric(raw: pd.Series, col: str, stats: _ReadStats) -> tuple[np.ndarray, np.ndarray]:
+    """Text values as float64 and which rows held text that is no number (now missing)."""
+    values, bad = to_float(raw)
     if bad.any():
         stats.non_numeric[col] = stats.non_numeric.get(col, 0) + int(bad.sum())
         stats.first_bad.setdefault(col, raw[bad].iloc[0])
-    stats.numeric_seen[col] = stats.numeric_seen.get(col, 0) + int(values.notna().sum())
-    return values.astype("float64")
+    stats.numeric_seen[col] = stats.numeric_seen.get(col, 0) + int((~np.isnan(values)).sum())
+    return values, bad
 
 
 def _frame_to_table(df: pd.DataFrame, src: SourceConfig, stats: _ReadStats) -> pa.Table:
     """One chunk of Python rows (any column types) as an Arrow table in the extract schema."""
     keyless = df[src.series_id].isna() | df[src.timestamp].isna()
     stats.dropped += int(keyless.sum())
-    df = df[~keyless]
-    out = pd.DataFrame(
-        {"series_id": df[src.series_id].astype(str), "ts": _parse_timestamps(df[src.timestamp], src)}
-    )
+    df = df[~keyless].reset_index(drop=True)
+    ts, zone = _parse_timestamps(df[src.timestamp], src)
+    out = pd.DataFrame({"series_id": df[src.series_id].astype(str), "ts": ts})
+    non_numeric = np.zeros(len(df), dtype=np.int16)
     for col in _numeric_columns(src):
-        out[col] = _coerce_numeric(df[col], col, stats)
+        out[col], bad = _coerce_numeric(df[col], col, stats)
+        non_numeric += bad
+    out[ZONE_COLUMN], out[NON_NUMERIC_COLUMN] = zone, non_numeric
     return pa.Table.from_pandas(out, schema=_schema(src), preserve_index=False)
 
 
@@ -347,20 +376,27 @@ def _batch_to_table(batch: pa.RecordBatch, src: SourceConfig, stats: _ReadStats)
         batch = batch.filter(pc.invert(keyless))
     ts = batch.column(src.timestamp)
     if _is_text(ts.type):
-        ts = pa.array(_parse_timestamps(ts.to_pandas(), src), pa.timestamp("us", tz="UTC"))
+        parsed, zone = _parse_timestamps(ts.to_pandas(), src)
+        ts = pa.array(parsed, pa.timestamp("us", tz="UTC"))
     elif pa.types.is_timestamp(ts.type) and ts.type.tz is not None:
+        zone = _typed_zone(True, len(ts))
         ts = ts.cast(pa.timestamp("us", tz=ts.type.tz)).cast(pa.timestamp("us", tz="UTC"))
     else:  # naive timestamps and dates are taken as UTC, as everywhere else in lstmcast
+        zone = _typed_zone(False, len(ts))
         ts = ts.cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
     columns = [batch.column(src.series_id).cast(pa.string()), ts]
+    non_numeric = np.zeros(len(ts), dtype=np.int16)
     for col in _numeric_columns(src):
         values = batch.column(col)
         if _is_text(values.type):
-            columns.append(pa.array(_coerce_numeric(values.to_pandas(), col, stats), pa.float64()))
+            floats, bad = _coerce_numeric(values.to_pandas(), col, stats)
+            columns.append(pa.array(floats, pa.float64(), from_pandas=True))  # text that is no number: null
+            non_numeric += bad
             continue
         values = values.cast(pa.float64())
         stats.numeric_seen[col] = stats.numeric_seen.get(col, 0) + len(values) - values.null_count
         columns.append(values)
+    columns += [pa.array(zone, pa.int8()), pa.array(non_numeric, pa.int16())]
     return pa.Table.from_arrays(columns, schema=_schema(src))
 
 
@@ -612,6 +648,7 @@ def _publish_months(files: dict[str, Path], folder: Path) -> None:
 def source_fingerprint(src: SourceConfig) -> str:
     """What the store was filled from: a different source or column set starts the store afresh."""
     identity = {
+        "layout": STORE_LAYOUT,
         "url": safe_url(src.url),
         "table": src.table,
         "query": src.query,

@@ -5,9 +5,9 @@ batches encoded by pgpq, binary COPY over the transaction's own psycopg connecti
 created by this publish gets its primary key after that load. Otherwise the forecasts are bulk-loaded
 into a temporary staging table (the same COPY on PostgreSQL, executemany elsewhere) and, in the same
 transaction, the rows of (pipeline, as_of) are made equal to the staged set (rows dropped or changed are
-deleted, missing ones inserted from staging). Then the quality rows of (pipeline, as_of) are replaced and the run record is
-written. Readers see either the previous forecasts of an as-of or the new ones, never a mix, and a re-run
-of a date replaces its rows instead of duplicating them.
+deleted, missing ones inserted from staging). Then the quality rows of (pipeline, as_of) are replaced and
+the run record is written. Readers see either the previous forecasts of an as-of or the new ones, never a
+mix, and a re-run of a date replaces its rows instead of duplicating them.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def test_mixed_and_missing_time_zones_are_normalized_to_utc(sensor_cfg):
     ("ts", "normalized"),
     [
         (pd.date_range("2020-01-01 01:00", periods=8, freq="h", tz="Europe/Berlin"), 8),
-        (pd.date_range("2020-01-01", periods=8, freq="h"), 8),
+        (pd.date_range("2020-01-01", periods=8, freq="h"), 0),  # naive means UTC: nothing to repair
         (pd.date_range("2020-01-01", periods=8, freq="h", tz="UTC"), 0),
     ],
     ids=["other-zone", "naive", "utc"],
@@ -176,6 +176,7 @@ def test_mixed_offsets_in_a_sqlite_text_column_come_through_extract_and_clean(se
     history = pd.read_parquet(result.history_path)
     assert history["ts"].tolist() == list(pd.date_range("2020-01-01", periods=8, freq="h", tz="UTC"))
     assert history["value"].tolist() == list(np.arange(8.0))
+    assert pd.read_parquet(result.quality_path).iloc[0].tz_normalized == 5  # as clean counts the raw text
 
 
 def test_irregular_timestamps_are_resampled_to_freq(sensor_cfg):
