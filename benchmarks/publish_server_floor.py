@@ -1,0 +1,135 @@
+"""What the PostgreSQL server alone needs to take 480,000 forecast rows, the floor under lstmcast's publish.
+
+The rows of benchmarks/publish_load.py are encoded once (pgpq, PostgreSQL's binary COPY format); each case
+then sends the same bytes in one transaction and is timed from the first byte to the commit, so no client work
+is counted. Cases: COPY into a table without a key; COPY into the table with the forecast table's primary key
+(the nightly publish); COPY, then the key built (a table's first publish); and replacing a whole as-of already
+there, by DELETE + INSERT ... SELECT and by UPDATE ... FROM a staging table. Each case runs `--repeat` times.
+
+Run from the repository root, with PostgreSQL on 127.0.0.1:5432:
+    .venv/bin/python benchmarks/publish_server_floor.py [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import sqlalchemy as sa
+from pgpq import ArrowToPostgresBinaryEncoder
+from sqlalchemy.dialects import postgresql
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.publish_load import AS_OF, forecast_frame
+from tasks.publish import forecast_table
+
+LIBPQ_URL = "postgresql://postgres@127.0.0.1:5432/test"
+KEY = "pipeline, as_of, series_id, ts"
+ADD_KEY = f"alter table floor_t add primary key ({KEY})"
+
+
+def encoded_rows(n_rows: int) -> bytes:
+    """The forecast rows with every column of the forecast table, as one binary COPY payload."""
+    frame = forecast_frame(n_rows).assign(
+        pipeline="bench", as_of=AS_OF, model_version="bench", run_id=uuid.uuid4().hex, created_at=AS_OF
+    )
+    names = [c.name for c in forecast_table("t", sa.MetaData()).columns]
+    table = pa.Table.from_pandas(frame[names], preserve_index=False)
+    table = table.set_column(
+        names.index("ts"), "ts", table.column("ts").cast(pa.timestamp("us", tz="UTC"))
+    ).set_column(names.index("as_of"), "as_of", table.column("as_of").cast(pa.timestamp("us", tz="UTC")))
+    table = table.set_column(
+        names.index("created_at"), "created_at", table.column("created_at").cast(pa.timestamp("us", tz="UTC"))
+    )
+    encoder = ArrowToPostgresBinaryEncoder(table.schema)
+    parts = [encoder.write_header(), *(encoder.write_batch(b) for b in table.to_batches()), encoder.finish()]
+    return b"".join(parts)
+
+
+def columns_ddl() -> str:
+    table = forecast_table("t", sa.MetaData(), keyed=False)
+    dialect = postgresql.dialect()
+    return ", ".join(f'"{c.name}" {c.type.compile(dialect=dialect)}' for c in table.columns)
+
+
+def run_case(conn: psycopg.Connection, payload: bytes, setup: list[str], timed: list[str | None]) -> float:
+    """`setup` statements committed first; then `timed` (None = the COPY of the payload) and the commit."""
+    with conn.cursor() as cur:
+        for statement in setup:
+            cur.execute(statement)
+    conn.commit()
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        for statement in timed:
+            if statement is None:
+                with cur.copy("COPY floor_t FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.write(payload)
+            else:
+                cur.execute(statement)
+    conn.commit()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=480_000)
+    args = parser.parse_args()
+    payload = encoded_rows(args.rows)
+    fresh = ["drop table if exists floor_t", f"create table floor_t ({columns_ddl()})"]
+    keyed = [*fresh, ADD_KEY]
+    # the as-of is there already (COPY committed), and a staging table holds new values for every row
+    staged = [
+        "drop table if exists floor_stage",
+        "create unlogged table floor_stage as select series_id, ts, yhat + 1 as yhat, yhat_lower, yhat_upper "
+        "from floor_t",
+        "analyze floor_stage",
+    ]
+    same_as_of = "pipeline = 'bench' and as_of = (select min(as_of) from floor_t)"
+    cases: dict[str, tuple[list[str], list[str | None]]] = {
+        "COPY, table without a key": (fresh, [None]),
+        "COPY, table with the primary key (nightly)": (keyed, [None]),
+        "COPY, then the key built (first publish)": (
+            fresh,
+            [None, f"alter table floor_t add primary key ({KEY})"],
+        ),
+    }
+    replaces: dict[str, list[str | None]] = {
+        "replace the as-of: DELETE + INSERT ... SELECT": [
+            f"delete from floor_t where {same_as_of}",
+            "insert into floor_t select 'bench', series_id, timestamptz '2024-01-01 00:00+00', ts, yhat, "
+            "yhat_lower, yhat_upper, 'v2', 'r', now() from floor_stage",
+        ],
+        "replace the as-of: UPDATE ... FROM staging": [
+            "update floor_t set yhat = s.yhat, yhat_lower = s.yhat_lower, yhat_upper = s.yhat_upper, "
+            "model_version = 'v2', run_id = 'r', created_at = now() from floor_stage s "
+            f"where floor_t.{same_as_of.replace(' and as_of', ' and floor_t.as_of')} "
+            "and floor_t.series_id = s.series_id and floor_t.ts = s.ts",
+        ],
+    }
+    with psycopg.connect(LIBPQ_URL) as conn:
+        try:
+            results: dict[str, list[float]] = {}
+            for _ in range(args.repeat):
+                for name, (setup, timed) in cases.items():
+                    results.setdefault(name, []).append(run_case(conn, payload, setup, timed))
+                for name, timed in replaces.items():
+                    run_case(conn, payload, keyed, [None])  # the as-of as the nightly publish left it
+                    results.setdefault(name, []).append(run_case(conn, payload, staged, timed))
+        finally:
+            with conn.cursor() as cur:
+                cur.execute("drop table if exists floor_t, floor_stage")
+            conn.commit()
+    print(f"{args.rows:,} rows, {len(payload) / 1e6:.1f} MB of binary COPY, server time to commit:")
+    for name, seconds in results.items():
+        print(f"  {name:<48} " + "  ".join(f"{s:5.2f} s" for s in seconds))
+
+
+if __name__ == "__main__":
+    main()
