@@ -135,7 +135,7 @@ def test_republishing_the_same_run_gives_identical_rows(db, sensor_cfg):
 def test_values_round_trip_exactly(db, sensor_cfg):
     """Whatever the load path (COPY of Arrow batches on PostgreSQL, executemany elsewhere), a row reads
     back as it was given: text beyond ASCII, microsecond timestamps, every float, a missing bound as NULL."""
-    stamps = pd.to_datetime(["2020-01-01 01:00:00.000001", "2020-01-01 02:30:00.5"], utc=True)
+    stamps = pd.to_datetime(["1999-12-31 23:59:59.999999", "2020-01-01 02:30:00.5"], utc=True)
     frame = pd.DataFrame(
         {
             "series_id": ["Zürich/ß-7", "магазин 1"],
@@ -145,13 +145,15 @@ def test_values_round_trip_exactly(db, sensor_cfg):
             "yhat_upper": [2.5, float("inf")],
         }
     )
-    db.write(frame, record(sensor_cfg()))
-    rows = db.forecasts().sort_values("ts").reset_index(drop=True)
-    assert rows["series_id"].tolist() == ["Zürich/ß-7", "магазин 1"]
-    assert list(pd.to_datetime(rows["ts"], utc=True)) == list(stamps)
-    assert rows["yhat"].tolist() == [1e-300, -123456.789012345]
-    assert rows["yhat_lower"].isna().tolist() == [True, False] and rows["yhat_lower"][1] == -1e308
-    assert rows["yhat_upper"].tolist() == [2.5, float("inf")]
+    for version in ("lstm-a", "lstm-b"):  # a first publish, then every row replaced through staging
+        db.write(frame, record(sensor_cfg(), version=version))
+        rows = db.forecasts().sort_values("ts").reset_index(drop=True)
+        assert rows["series_id"].tolist() == ["Zürich/ß-7", "магазин 1"]
+        assert list(pd.to_datetime(rows["ts"], utc=True)) == list(stamps)
+        assert rows["yhat"].tolist() == [1e-300, -123456.789012345]
+        assert rows["yhat_lower"].isna().tolist() == [True, False] and rows["yhat_lower"][1] == -1e308
+        assert rows["yhat_upper"].tolist() == [2.5, float("inf")]
+        assert set(rows["model_version"]) == {version}
 
 
 def test_republish_rewrites_only_changed_rows(db, sensor_cfg):
