@@ -4,7 +4,9 @@ The rows of benchmarks/publish_load.py are encoded once (pgpq, PostgreSQL's bina
 then sends the same bytes in one transaction and is timed from the first byte to the commit, so no client work
 is counted. Cases: COPY into a table without a key; COPY into the table with the forecast table's primary key
 (the nightly publish); COPY, then the key built (a table's first publish); and replacing a whole as-of already
-there, by DELETE + INSERT ... SELECT and by UPDATE ... FROM a staging table. Each case runs `--repeat` times.
+there, by DELETE + INSERT ... SELECT and by UPDATE ... FROM a staging table; and, for comparison, a layout
+lstmcast does not use: each as-of COPYed into a table of its own, keyed, then attached as a partition of a
+forecast table partitioned by as_of. Each case runs `--repeat` times.
 
 Run from the repository root, with PostgreSQL on 127.0.0.1:5432:
     .venv/bin/python benchmarks/publish_server_floor.py [--repeat 2]
@@ -95,11 +97,22 @@ def main() -> None:
     cases: dict[str, tuple[list[str], list[str | None]]] = {
         "COPY, table without a key": (fresh, [None]),
         "COPY, table with the primary key (nightly)": (keyed, [None]),
-        "COPY, then the key built (first publish)": (
-            fresh,
-            [None, f"alter table floor_t add primary key ({KEY})"],
-        ),
+        "COPY, then the key built (first publish)": (fresh, [None, ADD_KEY]),
     }
+    # a layout this project does not use, for comparison: a table per as-of, attached as a partition of a
+    # forecast table partitioned by as_of that holds the previous as-of
+    previous = (
+        "pipeline, series_id, as_of - interval '1 day', ts, yhat, yhat_lower, yhat_upper, model_version, "
+        "run_id, created_at"
+    )
+    partitioned = [
+        "drop table if exists floor_p",
+        f"create table floor_p ({columns_ddl()}, primary key ({KEY})) partition by list (as_of)",
+        "create table floor_p_prev partition of floor_p for values in ('2023-12-31 00:00+00')",
+        f"insert into floor_p select {previous} from floor_t",
+        *fresh,
+    ]
+    attach = [None, ADD_KEY, "alter table floor_p attach partition floor_t for values in ('2024-01-01Z')"]
     replaces: dict[str, list[str | None]] = {
         "replace the as-of: DELETE + INSERT ... SELECT": [
             f"delete from floor_t where {same_as_of}",
@@ -122,9 +135,12 @@ def main() -> None:
                 for name, timed in replaces.items():
                     run_case(conn, payload, keyed, [None])  # the as-of as the nightly publish left it
                     results.setdefault(name, []).append(run_case(conn, payload, staged, timed))
+                run_case(conn, payload, fresh, [None])  # rows for the previous as-of's partition
+                name = "(other layout) COPY, key built, attached as a partition"
+                results.setdefault(name, []).append(run_case(conn, payload, partitioned, attach))
         finally:
             with conn.cursor() as cur:
-                cur.execute("drop table if exists floor_t, floor_stage")
+                cur.execute("drop table if exists floor_p, floor_t, floor_stage")
             conn.commit()
     print(f"{args.rows:,} rows, {len(payload) / 1e6:.1f} MB of binary COPY, server time to commit:")
     for name, seconds in results.items():
