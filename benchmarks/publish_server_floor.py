@@ -33,7 +33,7 @@ from tasks.publish import forecast_table
 
 LIBPQ_URL = "postgresql://postgres@127.0.0.1:5432/test"
 KEY = "pipeline, as_of, series_id, ts"
-ADD_KEY = f"alter table floor_t add primary key ({KEY})"
+ADD_KEY = f"alter table bench_floor_t add primary key ({KEY})"
 
 
 def encoded_rows(n_rows: int) -> bytes:
@@ -70,7 +70,7 @@ def run_case(conn: psycopg.Connection, payload: bytes, setup: list[str], timed: 
     with conn.cursor() as cur:
         for statement in timed:
             if statement is None:
-                with cur.copy("COPY floor_t FROM STDIN (FORMAT BINARY)") as copy:
+                with cur.copy("COPY bench_floor_t FROM STDIN (FORMAT BINARY)") as copy:
                     copy.write(payload)
             else:
                 cur.execute(statement)
@@ -84,16 +84,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=480_000)
     args = parser.parse_args()
     payload = encoded_rows(args.rows)
-    fresh = ["drop table if exists floor_t", f"create table floor_t ({columns_ddl()})"]
+    fresh = ["drop table if exists bench_floor_t", f"create table bench_floor_t ({columns_ddl()})"]
     keyed = [*fresh, ADD_KEY]
     # the as-of is there already (COPY committed), and a staging table holds new values for every row
     staged = [
-        "drop table if exists floor_stage",
-        "create unlogged table floor_stage as select series_id, ts, yhat + 1 as yhat, yhat_lower, yhat_upper "
-        "from floor_t",
-        "analyze floor_stage",
+        "drop table if exists bench_floor_stage",
+        "create unlogged table bench_floor_stage as "
+        "select series_id, ts, yhat + 1 as yhat, yhat_lower, yhat_upper from bench_floor_t",
+        "analyze bench_floor_stage",
     ]
-    same_as_of = "pipeline = 'bench' and as_of = (select min(as_of) from floor_t)"
+    same_as_of = "pipeline = 'bench' and as_of = (select min(as_of) from bench_floor_t)"
     cases: dict[str, tuple[list[str], list[str | None]]] = {
         "COPY, table without a key": (fresh, [None]),
         "COPY, table with the primary key (nightly)": (keyed, [None]),
@@ -106,24 +106,25 @@ def main() -> None:
         "run_id, created_at"
     )
     partitioned = [
-        "drop table if exists floor_p",
-        f"create table floor_p ({columns_ddl()}, primary key ({KEY})) partition by list (as_of)",
-        "create table floor_p_prev partition of floor_p for values in ('2023-12-31 00:00+00')",
-        f"insert into floor_p select {previous} from floor_t",
+        "drop table if exists bench_floor_p",
+        f"create table bench_floor_p ({columns_ddl()}, primary key ({KEY})) partition by list (as_of)",
+        "create table bench_floor_p_prev partition of bench_floor_p for values in ('2023-12-31 00:00+00')",
+        f"insert into bench_floor_p select {previous} from bench_floor_t",
         *fresh,
     ]
-    attach = [None, ADD_KEY, "alter table floor_p attach partition floor_t for values in ('2024-01-01Z')"]
+    attach_sql = "alter table bench_floor_p attach partition bench_floor_t for values in ('2024-01-01Z')"
+    attach = [None, ADD_KEY, attach_sql]
     replaces: dict[str, list[str | None]] = {
         "replace the as-of: DELETE + INSERT ... SELECT": [
-            f"delete from floor_t where {same_as_of}",
-            "insert into floor_t select 'bench', series_id, timestamptz '2024-01-01 00:00+00', ts, yhat, "
-            "yhat_lower, yhat_upper, 'v2', 'r', now() from floor_stage",
+            f"delete from bench_floor_t where {same_as_of}",
+            "insert into bench_floor_t select 'bench', series_id, timestamptz '2024-01-01 00:00+00', ts, "
+            "yhat, yhat_lower, yhat_upper, 'v2', 'r', now() from bench_floor_stage",
         ],
         "replace the as-of: UPDATE ... FROM staging": [
-            "update floor_t set yhat = s.yhat, yhat_lower = s.yhat_lower, yhat_upper = s.yhat_upper, "
-            "model_version = 'v2', run_id = 'r', created_at = now() from floor_stage s "
-            f"where floor_t.{same_as_of.replace(' and as_of', ' and floor_t.as_of')} "
-            "and floor_t.series_id = s.series_id and floor_t.ts = s.ts",
+            "update bench_floor_t set yhat = s.yhat, yhat_lower = s.yhat_lower, yhat_upper = s.yhat_upper, "
+            "model_version = 'v2', run_id = 'r', created_at = now() from bench_floor_stage s "
+            f"where bench_floor_t.{same_as_of.replace(' and as_of', ' and bench_floor_t.as_of')} "
+            "and bench_floor_t.series_id = s.series_id and bench_floor_t.ts = s.ts",
         ],
     }
     with psycopg.connect(LIBPQ_URL) as conn:
@@ -140,7 +141,7 @@ def main() -> None:
                 results.setdefault(name, []).append(run_case(conn, payload, partitioned, attach))
         finally:
             with conn.cursor() as cur:
-                cur.execute("drop table if exists floor_p, floor_t, floor_stage")
+                cur.execute("drop table if exists bench_floor_p, bench_floor_t, bench_floor_stage")
             conn.commit()
     print(f"{args.rows:,} rows, {len(payload) / 1e6:.1f} MB of binary COPY, server time to commit:")
     for name, seconds in results.items():

@@ -51,7 +51,7 @@ from tasks.db import (
     retry_if_transient,
     safe_url,
 )
-from tasks.parsing import NON_NUMERIC_COLUMN, ZONE_COLUMN, ZONE_MISSING, ZONE_UTC, to_float, to_utc
+from tasks.parsing import NON_NUMERIC_COLUMN, ZONE_COLUMN, to_float, to_utc, zone_of_type
 
 CHUNK_ROWS = 100_000
 WATERMARK_FILE = "watermark.json"
@@ -180,30 +180,10 @@ def _check_declared_types(engine: sa.Engine, table: sa.Table, src: SourceConfig)
         raise TypeError(f"{src.label}: column {name!r} has database type {declared}, not {what}{example}")
 
 
-def _typed_zone(aware: bool, n: int) -> np.ndarray:
-    """Zone marks of a column the database typed as timestamps: an aware value is an instant (a
-    timestamptz shown in the session's zone), nothing to repair; a naive one is taken as UTC."""
-    return np.full(n, ZONE_UTC if aware else ZONE_MISSING, dtype=np.int8)
-
-
-def _driver_typed(values: pd.Series) -> bool | None:
-    """Whether the driver gave datetimes that carry a zone; None when it gave text (parsed row by row)."""
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return True
-    if pd.api.types.is_datetime64_dtype(values.dtype):
-        return False
-    present = values.dropna()
-    if len(present) and isinstance(present.iloc[0], datetime.datetime):
-        return present.iloc[0].tzinfo is not None
-    return None
-
-
 def _parse_timestamps(values: pd.Series, src: SourceConfig) -> tuple[pd.Series, np.ndarray]:
-    """UTC timestamps and each row's zone mark; a value that is no timestamp stops the read."""
+    """UTC timestamps and each row's zone mark (text, or datetimes from the driver, row by row); a value
+    that is no timestamp stops the read."""
     parsed, zone = to_utc(values)
-    aware = _driver_typed(values)
-    if aware is not None:
-        zone = _typed_zone(aware, len(values))
     bad = parsed.isna() & values.notna()
     if bad.any():
         raise ValueError(
@@ -329,6 +309,8 @@ def _sqlalchemy_tables(
 ) -> Iterator[pa.Table]:
     names = [name for _, name in src.column_roles()]
     with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":  # timestamptz values arrive in UTC, not the session's zone
+            conn.execute(sa.text("SET TIME ZONE 'UTC'"))
         result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(stmt)
         for chunk in result.partitions(batch_rows):
             stats.rows_read += len(chunk)
@@ -379,10 +361,10 @@ def _batch_to_table(batch: pa.RecordBatch, src: SourceConfig, stats: _ReadStats)
         parsed, zone = _parse_timestamps(ts.to_pandas(), src)
         ts = pa.array(parsed, pa.timestamp("us", tz="UTC"))
     elif pa.types.is_timestamp(ts.type) and ts.type.tz is not None:
-        zone = _typed_zone(True, len(ts))
+        zone = zone_of_type(ts.type.tz, len(ts))
         ts = ts.cast(pa.timestamp("us", tz=ts.type.tz)).cast(pa.timestamp("us", tz="UTC"))
     else:  # naive timestamps and dates are taken as UTC, as everywhere else in lstmcast
-        zone = _typed_zone(False, len(ts))
+        zone = zone_of_type(None, len(ts))
         ts = ts.cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
     columns = [batch.column(src.series_id).cast(pa.string()), ts]
     non_numeric = np.zeros(len(ts), dtype=np.int16)

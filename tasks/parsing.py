@@ -20,11 +20,13 @@ ZONE_COLUMN = "_lstmcast_zone"
 NON_NUMERIC_COLUMN = "_lstmcast_non_numeric"  # how many of the row's numeric columns held text
 MARK_COLUMNS = (ZONE_COLUMN, NON_NUMERIC_COLUMN)
 
-# A UTC offset at the end of a timestamp's text, after its time of day ("...10:00+02:00", "...10:00Z"), and
-# the offsets that are UTC itself. RE2 syntax, matched by Arrow over the whole column at once.
-_TIME = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*"
-_OFFSET = _TIME + r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
-_UTC_OFFSET = _TIME + r"(?:Z|[+-]00(?::?00)?)$"
+# A UTC offset at the end of a timestamp's text, after its time of day in any ISO 8601 form
+# ("T10:00+02:00", " 10:00:00.5Z", "T100000+0200", "T10+02"), and the offsets that are UTC itself. The time
+# must follow "T" or a space, so a date's "-01" is never taken for an offset. RE2 syntax, matched by Arrow
+# over the whole column at once.
+_TIME = r"[T\s]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*"
+_OFFSET = _TIME + r"(?:Z|[+-]\d{1,2}(?::?\d{2})?)$"
+_UTC_OFFSET = _TIME + r"(?:Z|[+-]0{1,2}(?::?00)?)$"
 _UTC_ZONES = {"UTC", "Etc/UTC", "+00:00", "Z"}
 
 

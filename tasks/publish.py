@@ -207,11 +207,11 @@ def staged_columns(forecasts: pd.DataFrame) -> dict[str, list[Any]]:
 def staged_arrow(forecasts: pd.DataFrame) -> pa.Table:
     """The varying columns (STAGED) as Arrow arrays of the COPY's types: text, microsecond UTC timestamps,
     float8 with NaN intervals as NULL."""
-    ts = pd.to_datetime(forecasts["ts"], utc=True)
+    ts = pd.to_datetime(forecasts["ts"], utc=True).dt.as_unit("us")  # PostgreSQL keeps microseconds
     return pa.table(
         {
             "series_id": pa.array(forecasts["series_id"].astype(str), pa.string()),
-            "ts": pa.array(ts, pa.timestamp("ns", tz="UTC")).cast(ARROW_TYPES[sa.DateTime], safe=False),
+            "ts": pa.array(ts, ARROW_TYPES[sa.DateTime]),
             "yhat": pa.array(forecasts["yhat"].astype(float), pa.float64()),
             "yhat_lower": pa.array(forecasts["yhat_lower"].astype(float), pa.float64(), from_pandas=True),
             "yhat_upper": pa.array(forecasts["yhat_upper"].astype(float), pa.float64(), from_pandas=True),
@@ -339,6 +339,13 @@ def delete_replaced(
     return conn.execute(sa.delete(table).where(same_as_of, ~unchanged.exists())).rowcount
 
 
+def _keyed(conn: sa.Connection, table: sa.Table) -> bool:
+    """Whether the table's primary key makes (pipeline, as_of, series_id, ts) unique: lstmcast's tables
+    have it; a table made by hand may lack it and hold a key twice."""
+    key = sa.inspect(conn).get_pk_constraint(table.name, schema=table.schema)["constrained_columns"]
+    return bool(key) and set(key) <= set(FORECAST_KEY)
+
+
 def upsert_forecasts(
     conn: sa.Connection, table: sa.Table, stage: sa.Table | None, run: RunRecord, as_of: datetime,
     now: datetime, staged: int, existing: int,
@@ -367,7 +374,7 @@ def upsert_forecasts(
     kept = 0
     if existing:
         kept = existing - delete_replaced(conn, table, stage, run, as_of)
-    if kept == staged:  # each kept row matches a staged key, both sets are unique: nothing is missing
+    if kept == staged and _keyed(conn, table):  # each kept row matches its own staged key: none is missing
         return 0
     if kept:  # only then can a staged key still be there; probing for it costs more than the insert
         there = sa.select(sa.literal(1)).where(
@@ -375,7 +382,11 @@ def upsert_forecasts(
         )
         select = select.where(~there.exists())
     conn.execute(sa.insert(table).from_select(columns, select))
-    return staged - kept
+    if not kept:
+        return staged
+    # SQLAlchemy reports no row count for INSERT ... SELECT on every driver: count what the as-of holds now
+    now_there = sa.select(sa.func.count()).where(table.c.pipeline == run.pipeline, table.c.as_of == as_of)
+    return conn.execute(now_there).scalar_one() - kept
 
 
 def quality_rows(

@@ -18,7 +18,7 @@ from tasks.extract import (
     read_watermark,
     resolve_as_of,
 )
-from tasks.parsing import MARK_COLUMNS
+from tasks.parsing import MARK_COLUMNS, ZONE_COLUMN, ZONE_CONVERTED, ZONE_MISSING, ZONE_UTC
 from tests.conftest import sensor_config_dict, sensor_slice, write_table
 
 
@@ -470,3 +470,44 @@ def test_text_repairs_made_while_reading_reach_the_quality_report_per_series(db)
         {"series_id": "s1", "raw_rows": 3, "tz_normalized": 0, "non_numeric": 2, "missing": 4},
     ]
     pd.testing.assert_frame_equal(from_extract, from_raw)
+
+
+def test_a_sqlite_datetime_column_is_marked_row_by_row(tmp_path):
+    """A column declared DATETIME comes back from SQLAlchemy as datetimes, aware where the text had an
+    offset: each row keeps its own mark, as text would."""
+    url = f"sqlite:///{tmp_path / 'src.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("create table readings (series_id text, ts datetime, value float)"))
+        stamps = ["2024-01-30 00:00:00+00:00", "2024-01-30 03:00:00+02:00", "2024-01-30 02:00:00",
+                  "2024-01-29 22:00:00-05:00"]  # fmt: skip
+        conn.execute(sa.text("insert into readings values ('a', :ts, 1.0)"), [{"ts": t} for t in stamps])
+    engine.dispose()
+    cfg = parse_config(sensor_config_dict(url, tmp_path / "work", data={"freq": "h"}))
+    result = extract_to_parquet(cfg, hour(3))
+    marks = pd.read_parquet(result.path).sort_values("ts")[ZONE_COLUMN].tolist()
+    assert marks == [ZONE_UTC, ZONE_CONVERTED, ZONE_MISSING, ZONE_CONVERTED]
+    _, _, quality = clean_frame(pd.read_parquet(result.path), cfg, hour(3))
+    assert quality.iloc[0].tz_normalized == 3
+
+
+def test_postgres_timestamptz_read_through_sqlalchemy_in_another_session_zone_needs_no_repair(
+    pg_url, tmp_path, monkeypatch
+):
+    """Without ADBC, psycopg shows timestamptz in the session's zone; extract reads in UTC, so an instant
+    is never counted as converted, whatever zone the login or database defaults to."""
+    import tasks.extract
+
+    table = f"readings_{uuid.uuid4().hex[:12]}"
+    write_table(pg_url, table, hourly(range(24), series=("a",)))
+    monkeypatch.setattr(tasks.extract, "use_adbc", lambda url: False)
+    berlin = f"{pg_url}?options=-c%20TimeZone%3DEurope%2FBerlin"
+    try:
+        cfg = parse_config(sensor_config_dict(berlin, tmp_path / "work", source={"table": table}))
+        result = extract_to_parquet(cfg, hour(23))
+        frame = pd.read_parquet(result.path)
+        assert frame["ts"].tolist() == list(pd.date_range(hour(0), hour(23), freq="h"))
+        assert set(frame[ZONE_COLUMN]) == {ZONE_UTC}
+    finally:
+        with sa.create_engine(pg_url).begin() as conn:
+            conn.execute(sa.text(f'drop table "{table}"'))

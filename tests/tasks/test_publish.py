@@ -132,27 +132,35 @@ def test_republishing_the_same_run_gives_identical_rows(db, sensor_cfg):
     assert len(db.runs_rows()) == 1
 
 
+def utc_instant(value) -> pd.Timestamp:
+    """A timestamp read back: aware ones (PostgreSQL) converted to UTC, naive ones (SQLite) taken as UTC."""
+    t = pd.Timestamp(value)
+    return t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")
+
+
 def test_values_round_trip_exactly(db, sensor_cfg):
     """Whatever the load path (COPY of Arrow batches on PostgreSQL, executemany elsewhere), a row reads
     back as it was given: text beyond ASCII, microsecond timestamps, every float, a missing bound as NULL."""
-    stamps = pd.to_datetime(["1999-12-31 23:59:59.999999", "2020-01-01 02:30:00.5"], utc=True)
+    stamps = pd.to_datetime(
+        ["1999-12-31 23:59:59.999999", "2020-01-01 02:30:00.5", "2300-01-01 00:00:00.000001"], utc=True
+    )  # the last is beyond what nanoseconds hold
     frame = pd.DataFrame(
         {
-            "series_id": ["Zürich/ß-7", "магазин 1"],
+            "series_id": ["Zürich/ß-7", "магазин 1", "c"],
             "ts": stamps,
-            "yhat": [1e-300, -123456.789012345],
-            "yhat_lower": [float("nan"), -1e308],
-            "yhat_upper": [2.5, float("inf")],
+            "yhat": [1e-300, -123456.789012345, 0.0],
+            "yhat_lower": [float("nan"), -1e308, 0.0],
+            "yhat_upper": [2.5, float("inf"), 0.0],
         }
     )
     for version in ("lstm-a", "lstm-b"):  # a first publish, then every row replaced through staging
         db.write(frame, record(sensor_cfg(), version=version))
         rows = db.forecasts().sort_values("ts").reset_index(drop=True)
-        assert rows["series_id"].tolist() == ["Zürich/ß-7", "магазин 1"]
-        assert list(pd.to_datetime(rows["ts"], utc=True)) == list(stamps)
-        assert rows["yhat"].tolist() == [1e-300, -123456.789012345]
-        assert rows["yhat_lower"].isna().tolist() == [True, False] and rows["yhat_lower"][1] == -1e308
-        assert rows["yhat_upper"].tolist() == [2.5, float("inf")]
+        assert rows["series_id"].tolist() == ["Zürich/ß-7", "магазин 1", "c"]
+        assert [utc_instant(t) for t in rows["ts"]] == list(stamps)
+        assert rows["yhat"].tolist() == [1e-300, -123456.789012345, 0.0]
+        assert rows["yhat_lower"].isna().tolist() == [True, False, False] and rows["yhat_lower"][1] == -1e308
+        assert rows["yhat_upper"].tolist() == [2.5, float("inf"), 0.0]
         assert set(rows["model_version"]) == {version}
 
 
@@ -391,3 +399,20 @@ def test_publish_task_writes_the_quality_parquet(sensor_cfg, sqlite_url, tmp_pat
     result = publish.fn(cfg, str(tmp_path / "fc.parquet"), record(cfg), str(tmp_path / "quality.parquet"))
     assert (result.rows, result.quality_rows) == (6, 3)
     assert len(Db(sqlite_url, "forecasts", "lstmcast_runs", "dq").quality_rows()) == 3
+
+
+def test_a_table_made_without_the_key_still_gets_every_missing_row(db, sensor_cfg):
+    """A forecast table created by hand without the primary key may hold a key twice; a re-publish then
+    cannot assume that as many unchanged rows as staged ones means nothing is missing."""
+    cfg = sensor_cfg()
+    table = forecast_table(db.table, sa.MetaData(), keyed=False)
+    engine = sa.create_engine(db.url)
+    table.create(engine)
+    db.write(forecasts(series=("a", "b")), record(cfg))
+    with engine.begin() as conn:  # a's rows twice: as many rows (9) as the next publish stages
+        again = conn.execute(sa.select(table).where(table.c.series_id == "a")).mappings().all()
+        conn.execute(sa.insert(table), [dict(row) for row in again])
+    engine.dispose()
+    result = db.write(forecasts(series=("a", "b", "c")), record(cfg))
+    rows = db.forecasts()
+    assert result.written == 3 and rows["series_id"].value_counts().to_dict() == {"a": 6, "b": 3, "c": 3}
