@@ -13,9 +13,9 @@ own, imports included:
 lstmcast's extract and the COPY run three times in turn and the best of each is compared (the shared machine's
 speed drifts by a third from minute to minute); every time is printed.
 
-Then publish (benchmarks/publish_load.py): 480,000 forecast rows through lstmcast's publish (staging COPY +
-upsert in one transaction), first into a fresh table and then again for the same as-of, against
-`DataFrame.to_sql` (default method).
+Then publish (benchmarks/publish_load.py): 480,000 forecast rows through lstmcast's publish (one transaction):
+the first as-of into a fresh table, the next as-of into that keyed table (the nightly case), that as-of again
+with the same values and with every value new, against `DataFrame.to_sql` (default method).
 
 Targets (issue 4): extract >= 10x read_sql, >= 80% of the COPY rate, peak RSS <= 1 GB; publish >= 10x to_sql.
 
