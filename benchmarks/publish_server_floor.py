@@ -32,7 +32,7 @@ from benchmarks.publish_load import AS_OF, forecast_frame
 from tasks.publish import forecast_table
 
 LIBPQ_URL = "postgresql://postgres@127.0.0.1:5432/test"
-KEY = "pipeline, as_of, series_id, ts"
+KEY = "as_of, pipeline, series_id, ts"
 ADD_KEY = f"alter table bench_floor_t add primary key ({KEY})"
 
 

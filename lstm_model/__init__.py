@@ -1,16 +1,30 @@
 """Global LSTM forecaster for panels of end-aligned time series (plain PyTorch, no orchestration)."""
 
-from lstm_model.backtest import backtest, summarize
-from lstm_model.baselines import naive, naive_quantiles, seasonal_naive
-from lstm_model.checkpoint import load_checkpoint, save_checkpoint
-from lstm_model.config import ModelConfig, TrainConfig
-from lstm_model.device import select_device
-from lstm_model.metrics import coverage, mae, mase, rmse, smape
-from lstm_model.model import LSTMForecaster
-from lstm_model.panel import Panel
-from lstm_model.scaling import SeriesScaler
-from lstm_model.train import TrainResult, fit, predict, predict_origins
-from lstm_model.windows import WindowSource
+import importlib
+from typing import Any
+
+# Names are imported from their modules on first use, so that `lstm_model.config` (which the pipeline's
+# config validation needs) loads without PyTorch.
+_MODULES = {
+    "backtest": "backtest", "summarize": "backtest",
+    "naive": "baselines", "naive_quantiles": "baselines", "seasonal_naive": "baselines",
+    "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "ModelConfig": "config", "TrainConfig": "config",
+    "select_device": "device",
+    "coverage": "metrics", "mae": "metrics", "mase": "metrics", "rmse": "metrics", "smape": "metrics",
+    "LSTMForecaster": "model",
+    "Panel": "panel",
+    "SeriesScaler": "scaling",
+    "TrainResult": "train", "fit": "train", "predict": "train", "predict_origins": "train",
+    "WindowSource": "windows",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module 'lstm_model' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lstm_model.{_MODULES[name]}"), name)
+
 
 __all__ = [
     "LSTMForecaster",

@@ -6,8 +6,10 @@ An explicit "cuda" request fails loudly instead of silently training on CPU for 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _CUDA_RE = re.compile(r"cuda(:\d+)?")
 
@@ -19,6 +21,8 @@ def is_valid_device_string(preference: str) -> bool:
 
 def select_device(preference: str) -> torch.device:
     """Map a config device string to a torch.device; "auto" prefers CUDA when present."""
+    import torch  # here, not at module level: config validation uses this module without needing torch
+
     if not isinstance(preference, str) or not is_valid_device_string(preference):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {preference!r}")
     if preference == "auto":

@@ -453,6 +453,22 @@ def _adbc_tables(
             batches.close()
 
 
+def _within(table: pa.Table, lower: pd.Timestamp | None, upper: pd.Timestamp) -> pa.Table:
+    """The rows with lower < ts <= upper. The database applied the bounds already (SQLite only to the
+    millisecond), so a batch is copied only when its extremes show rows outside them."""
+    if table.num_rows == 0:
+        return table
+    ts_type = pa.timestamp("us", tz="UTC")
+    extremes = pc.min_max(table.column("ts"))
+    low, high = extremes["min"], extremes["max"]
+    if high.as_py() <= upper and (lower is None or low.as_py() > lower):
+        return table
+    keep = pc.less_equal(table.column("ts"), pa.scalar(upper, ts_type))
+    if lower is not None:
+        keep = pc.and_(keep, pc.greater(table.column("ts"), pa.scalar(lower, ts_type)))
+    return table.filter(keep)
+
+
 def _read_source(
     url: str,
     src: SourceConfig,
@@ -474,11 +490,7 @@ def _read_source(
             tables = _sqlalchemy_tables(engine, _where_native(stmt, ts, lower, upper), src, batch_rows, stats)
         with closing(tables):  # the database connection closes as soon as reading stops, however it stops
             for table in tables:
-                keep = pc.less_equal(table.column("ts"), pa.scalar(upper, pa.timestamp("us", tz="UTC")))
-                if lower is not None:
-                    after = pc.greater(table.column("ts"), pa.scalar(lower, pa.timestamp("us", tz="UTC")))
-                    keep = pc.and_(keep, after)
-                yield table.filter(keep)
+                yield _within(table, lower, upper)
     except (sa.exc.DBAPIError, AdbcError, OSError) as exc:  # OSError: the ADBC stream lost its connection
         error = _read_error(exc, src, url)
         if error is exc:
@@ -499,10 +511,6 @@ def _check_numeric(src: SourceConfig, stats: _ReadStats) -> None:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def _month(ts: pd.Timestamp) -> str:
-    return ts.strftime("%Y-%m")
-
-
 def _month_end(month: str) -> pd.Timestamp:
     """The first instant after `month` (files hold timestamps strictly before it)."""
     return pd.Timestamp(f"{month}-01", tz="UTC") + pd.offsets.MonthBegin(1)
@@ -510,7 +518,9 @@ def _month_end(month: str) -> pd.Timestamp:
 
 # Dictionary-encode only the series ids: timestamps and values are nearly all distinct, and dictionary
 # pages for them cost more time than they save space.
-PARQUET_OPTIONS = {"compression": "snappy", "use_dictionary": ["series_id"]}
+# Statistics only for the timestamps, which readers of a date range filter on; the files of a month are
+# written in source order, so min/max of the series ids would select nothing and cost encoding time.
+PARQUET_OPTIONS = {"compression": "snappy", "use_dictionary": ["series_id"], "write_statistics": ["ts"]}
 
 
 def write_error(path: Path, exc: OSError) -> OSError:
@@ -528,26 +538,56 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
         raise write_error(path, exc) from exc
 
 
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _months_between(first_us: int, last_us: int) -> tuple[list[str], np.ndarray]:
+    """The UTC months from the one holding `first_us` to the one holding `last_us` (microseconds since
+    the epoch), as "YYYY-MM" labels, and the instants (microseconds) where the second and later begin."""
+    first = _EPOCH + datetime.timedelta(microseconds=first_us)
+    last = _EPOCH + datetime.timedelta(microseconds=last_us)
+    year, month = first.year, first.month
+    labels, starts = [], []
+    while (year, month) <= (last.year, last.month):
+        labels.append(f"{year:04d}-{month:02d}")
+        start = datetime.datetime(year, month, 1, tzinfo=datetime.UTC) - _EPOCH
+        starts.append(start // datetime.timedelta(microseconds=1))
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return labels, np.asarray(starts[1:], dtype=np.int64)
+
+
+# Rows that arrive in runs of one month this long on average (sorted by time, or by series and then time)
+# are copied out run by run; shorter runs are gathered by a sort. Both keep the rows' order within a month.
+MIN_MEAN_RUN = 64
+
+
 def _split_by_month(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
     """The rows of `table` grouped by UTC month, from month boundaries found by binary search (much
     cheaper than computing a calendar month for every row)."""
     micros = table.column("ts").cast(pa.int64()).to_numpy()
-    first = pd.Timestamp(int(micros.min()), unit="us", tz="UTC")
-    last = pd.Timestamp(int(micros.max()), unit="us", tz="UTC")
-    months = pd.date_range(pd.Timestamp(year=first.year, month=first.month, day=1, tz="UTC"), last, freq="MS")
-    if len(months) == 1:
-        yield _month(months[0]), table
+    labels, bounds = _months_between(int(micros.min()), int(micros.max()))
+    if len(labels) == 1:
+        yield labels[0], table
         return
-    bounds = months[1:].as_unit("us").asi8
     which = np.searchsorted(bounds, micros, side="right").astype(np.int16)
+    starts = np.flatnonzero(which[1:] != which[:-1]) + 1
+    if len(starts) < len(which) // MIN_MEAN_RUN:  # long runs of one month: copy them out in order
+        starts = np.concatenate(([0], starts))
+        ends = np.append(starts[1:], len(which))
+        runs: dict[int, list[pa.Table]] = {}
+        for start, end, k in zip(starts.tolist(), ends.tolist(), which[starts].tolist(), strict=True):
+            runs.setdefault(k, []).append(table.slice(start, end - start))
+        for k in sorted(runs):
+            yield labels[k], pa.concat_tables(runs[k]).combine_chunks()
+        return
     order = np.argsort(which, kind="stable")
-    counts = np.bincount(which, minlength=len(months))
+    counts = np.bincount(which, minlength=len(labels))
     ordered = table.take(pa.array(order))
     start = 0
-    for month, n in zip(months, counts, strict=True):
+    for label, n in zip(labels, counts.tolist(), strict=True):
         if n:
-            yield _month(month), ordered.slice(start, int(n))
-        start += int(n)
+            yield label, ordered.slice(start, n)
+        start += n
 
 
 class _MonthFiles:

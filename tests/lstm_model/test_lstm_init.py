@@ -45,3 +45,16 @@ def test_importing_the_package_does_not_import_prefect():
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_config_and_the_extract_stage_load_without_torch():
+    """Validating a config and running `lstmcast ingest` need no PyTorch: it is imported when a model is."""
+    code = (
+        "import sys, lstm_model, lstm_model.config, tasks.extract; before = 'torch' in sys.modules; "
+        "lstm_model.fit; print(before, 'torch' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False True"

@@ -2,7 +2,9 @@ import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -11,6 +13,7 @@ from tasks.config import parse_config
 from tasks.db import safe_url
 from tasks.extract import (
     SourceQueryError,
+    _split_by_month,
     extract,
     extract_to_parquet,
     last_timestamp,
@@ -123,6 +126,24 @@ def test_empty_source_up_to_as_of(sensor_cfg):
         ValueError, match=r"table 'readings' has no rows with 'ts' <= 2001-01-01T00:00:00\+00:00"
     ):
         extract_to_parquet(sensor_cfg(), parse_as_of("2001-01-01"))
+
+
+@pytest.mark.parametrize("order", ["by series", "by time", "shuffled"])
+def test_rows_are_split_by_utc_month_keeping_their_order(order):
+    """Long runs of one month (rows by series, or by time) and short ones (shuffled) give the same files."""
+    steps = pd.date_range("2019-12-30 22:00", periods=800, freq="h", tz="UTC")  # Dec 2019 to Feb 2020
+    frame = pd.DataFrame(
+        {"series_id": np.repeat(["a", "b"], len(steps)), "ts": np.tile(steps, 2), "value": np.arange(1600.0)}
+    )
+    if order == "by time":
+        frame = frame.sort_values(["ts", "series_id"])
+    elif order == "shuffled":
+        frame = frame.sample(frac=1.0, random_state=0)
+    parts = list(_split_by_month(pa.Table.from_pandas(frame, preserve_index=False)))
+    assert [month for month, _ in parts] == ["2019-12", "2020-01", "2020-02"]
+    for month, part in parts:
+        expected = frame[frame["ts"].dt.strftime("%Y-%m") == month].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part.to_pandas(), expected)
 
 
 def test_bad_as_of():

@@ -293,7 +293,7 @@ def test_column_types_and_index_on_postgres(pg_url, sensor_cfg):
         assert types[names.quality, "as_of"] == "timestamp with time zone"
         assert types[names.quality, "outliers_clipped"] == "bigint"
         assert types[names.quality, "reason"] == "text"
-        assert key == ["pipeline", "as_of", "series_id", "ts"]
+        assert key == ["as_of", "pipeline", "series_id", "ts"]
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text(f'drop table if exists "{names.table}", "{names.runs}", "{names.quality}"'))
