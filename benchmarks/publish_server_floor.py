@@ -2,11 +2,14 @@
 
 The rows of benchmarks/publish_load.py are encoded once (pgpq, PostgreSQL's binary COPY format); each case
 then sends the same bytes in one transaction and is timed from the first byte to the commit, so no client work
-is counted. Cases: COPY into a table without a key; COPY into the table with the forecast table's primary key
-(the nightly publish); COPY, then the key built (a table's first publish); and replacing a whole as-of already
-there, by DELETE + INSERT ... SELECT and by UPDATE ... FROM a staging table; and, for comparison, a layout
-lstmcast does not use: each as-of COPYed into a table of its own, keyed, then attached as a partition of a
-forecast table partitioned by as_of. Each case runs `--repeat` times.
+is counted. Cases: COPY into a table without a key; COPY into the table with the forecast table's primary key,
+empty and holding the previous as-of (the nightly publish); COPY, then the key built (a table's first
+publish); replacing a whole as-of already there, by DELETE + INSERT ... SELECT and by UPDATE ... FROM a
+staging table; and, for comparison, a layout lstmcast does not use: each as-of COPYed into a table of its own,
+keyed, then attached as a partition of a forecast table partitioned by as_of. Each case runs `--repeat` times.
+Last, two pipelines publish in turn into one table for four as-ofs each (INSERT ... SELECT of the same rows),
+under the forecast key and under the key order used before 2026-12-02, which puts the pipeline first: seconds
+per publish and the key's index size.
 
 Run from the repository root, with PostgreSQL on 127.0.0.1:5432:
     .venv/bin/python benchmarks/publish_server_floor.py [--repeat 2]
@@ -34,6 +37,7 @@ from tasks.publish import forecast_table
 LIBPQ_URL = "postgresql://postgres@127.0.0.1:5432/test"
 KEY = "as_of, pipeline, series_id, ts"
 ADD_KEY = f"alter table bench_floor_t add primary key ({KEY})"
+OLD_KEY = "pipeline, as_of, series_id, ts"  # the forecast table's key before 2026-12-02, for comparison
 
 
 def encoded_rows(n_rows: int) -> bytes:
@@ -78,6 +82,32 @@ def run_case(conn: psycopg.Connection, payload: bytes, setup: list[str], timed: 
     return time.perf_counter() - started
 
 
+def shared_table(conn: psycopg.Connection, key: str, days: int = 4) -> tuple[list[float], float]:
+    """Pipelines 'alpha' and 'beta' publish in turn, one as-of a day, into one table keyed on `key`:
+    seconds per publish and the index's size in MB. With the pipeline first, every publish of 'alpha' lands
+    inside the index (pages split in half); with the as-of first, every publish appends at its right edge."""
+    seconds = []
+    with conn.cursor() as cur:
+        cur.execute("drop table if exists bench_floor_t")
+        cur.execute(f"create table bench_floor_t ({columns_ddl()}, primary key ({key}))")
+        conn.commit()
+        for day in range(days):
+            for pipeline in ("alpha", "beta"):
+                started = time.perf_counter()
+                cur.execute(
+                    f"insert into bench_floor_t select '{pipeline}', series_id, "
+                    f"as_of + interval '{day} day', ts + interval '{day} day', yhat, yhat_lower, yhat_upper, "
+                    "model_version, run_id, created_at from bench_floor_prev"
+                )
+                conn.commit()
+                seconds.append(time.perf_counter() - started)
+        cur.execute(
+            "select pg_relation_size(indexrelid) from pg_index where indrelid = 'bench_floor_t'::regclass"
+        )
+        size = cur.fetchone()[0] / 1e6
+    return seconds, size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2)
@@ -94,9 +124,17 @@ def main() -> None:
         "analyze bench_floor_stage",
     ]
     same_as_of = "pipeline = 'bench' and as_of = (select min(as_of) from bench_floor_t)"
+    # the nightly case as it meets a forecast table: the previous as-of is there already
+    previous_as_of = (
+        "insert into bench_floor_t select pipeline, series_id, as_of - interval '1 day', "
+        "ts - interval '1 day', yhat, yhat_lower, yhat_upper, model_version, run_id, created_at "
+        "from bench_floor_prev"
+    )
+    with_previous = [*keyed, previous_as_of, "analyze bench_floor_t"]
     cases: dict[str, tuple[list[str], list[str | None]]] = {
         "COPY, table without a key": (fresh, [None]),
-        "COPY, table with the primary key (nightly)": (keyed, [None]),
+        "COPY, table with the primary key, empty": (keyed, [None]),
+        "COPY, keyed table holding the previous as-of (nightly)": (with_previous, [None]),
         "COPY, then the key built (first publish)": (fresh, [None, ADD_KEY]),
     }
     # a layout this project does not use, for comparison: a table per as-of, attached as a partition of a
@@ -129,6 +167,11 @@ def main() -> None:
     }
     with psycopg.connect(LIBPQ_URL) as conn:
         try:
+            run_case(conn, payload, fresh, [None])  # the rows the previous as-of is made of
+            with conn.cursor() as cur:
+                cur.execute("drop table if exists bench_floor_prev")
+                cur.execute("alter table bench_floor_t rename to bench_floor_prev")
+            conn.commit()
             results: dict[str, list[float]] = {}
             for _ in range(args.repeat):
                 for name, (setup, timed) in cases.items():
@@ -139,13 +182,21 @@ def main() -> None:
                 run_case(conn, payload, fresh, [None])  # rows for the previous as-of's partition
                 name = "(other layout) COPY, key built, attached as a partition"
                 results.setdefault(name, []).append(run_case(conn, payload, partitioned, attach))
+            shared = {key: shared_table(conn, key) for key in (KEY, OLD_KEY)}
         finally:
             with conn.cursor() as cur:
-                cur.execute("drop table if exists bench_floor_p, bench_floor_t, bench_floor_stage")
+                cur.execute(
+                    "drop table if exists bench_floor_p, bench_floor_t, bench_floor_stage, bench_floor_prev"
+                )
             conn.commit()
     print(f"{args.rows:,} rows, {len(payload) / 1e6:.1f} MB of binary COPY, server time to commit:")
     for name, seconds in results.items():
         print(f"  {name:<48} " + "  ".join(f"{s:5.2f} s" for s in seconds))
+    print(
+        "two pipelines publishing in turn into one table, four as-ofs each (seconds per publish, index size):"
+    )
+    for key, (seconds, size) in shared.items():
+        print(f"  key ({key}): " + " ".join(f"{s:.2f}" for s in seconds) + f" s; index {size:,.0f} MB")
 
 
 if __name__ == "__main__":
