@@ -14,6 +14,7 @@ from tasks.db import safe_url
 from tasks.extract import (
     SourceQueryError,
     _split_by_month,
+    _within,
     extract,
     extract_to_parquet,
     last_timestamp,
@@ -130,7 +131,8 @@ def test_empty_source_up_to_as_of(sensor_cfg):
 
 @pytest.mark.parametrize("order", ["by series", "by time", "shuffled"])
 def test_rows_are_split_by_utc_month_keeping_their_order(order):
-    """Long runs of one month (rows by series, or by time) and short ones (shuffled) give the same files."""
+    """Long runs of one month (rows by series, or by time) and short ones (shuffled): each month's rows, in
+    the order they came."""
     steps = pd.date_range("2019-12-30 22:00", periods=800, freq="h", tz="UTC")  # Dec 2019 to Feb 2020
     frame = pd.DataFrame(
         {"series_id": np.repeat(["a", "b"], len(steps)), "ts": np.tile(steps, 2), "value": np.arange(1600.0)}
@@ -144,6 +146,15 @@ def test_rows_are_split_by_utc_month_keeping_their_order(order):
     for month, part in parts:
         expected = frame[frame["ts"].dt.strftime("%Y-%m") == month].reset_index(drop=True)
         pd.testing.assert_frame_equal(part.to_pandas(), expected)
+
+
+def test_rows_outside_the_bounds_are_dropped_and_a_batch_inside_them_is_kept_as_it_is():
+    ts = pd.date_range("2024-01-01", periods=4, freq="h", tz="UTC")
+    table = pa.table({"ts": pa.array(ts, pa.timestamp("us", tz="UTC")), "value": [0.0, 1.0, 2.0, 3.0]})
+    assert _within(table, ts[0] - pd.Timedelta(hours=1), ts[-1]) is table
+    assert _within(table, None, ts[-1]) is table
+    assert _within(table, ts[0], ts[2]).column("value").to_pylist() == [1.0, 2.0]  # lower < ts <= upper
+    assert _within(table, None, ts[1]).column("value").to_pylist() == [0.0, 1.0]
 
 
 def test_bad_as_of():
