@@ -7,15 +7,17 @@ own, imports included:
 
 - lstmcast extract: `extract_to_parquet` with `incremental = false`, i.e. a full read of the table through
   ADBC (COPY binary into Arrow batches) into the month-partitioned Parquet folder;
+- the ADBC driver alone on the same statement, its Arrow batches discarded: the client's share any extract
+  through the driver pays (and the CPU of the server's backend, read from /proc for a local server);
 - `pandas.read_sql` through SQLAlchemy + psycopg, the whole table into one DataFrame;
 - `psql -c "COPY (select ...) TO STDOUT (FORMAT binary)" > /dev/null`: the server's own rate, the ceiling; and
   the same COPY of the bounded SELECT the extract sends (`where ts <= <as-of>`), for reference.
 
-The extract and both COPYs run seven times in turn (the shared machine's speed drifts by a third from
-minute to minute), and the extract is compared with the COPY best with best and median with median; every
-time is printed. The extract's clock starts after the Python modules, the database drivers included, are
-imported (read_sql's starts after create_engine, which imports psycopg) and stops when its Parquet files are
-in place; its peak RSS includes the imports.
+The extract, the driver alone and both COPYs run seven times in turn (the shared machine's speed drifts by
+a third from minute to minute), and the extract is compared with the COPY best with best and median with
+median; every time is printed. The extract's clock starts after the Python modules, the database drivers
+included, are imported (read_sql's starts after create_engine, which imports psycopg) and stops when its
+Parquet files are in place; its peak RSS includes the imports.
 
 Then publish (benchmarks/publish_load.py): 480,000 forecast rows through lstmcast's publish (one transaction):
 the first as-of into a fresh table, the next as-of into that keyed table (the nightly case), that as-of again
@@ -23,7 +25,7 @@ with the same values and with every value new, against `DataFrame.to_sql` (defau
 
 Targets (issue 4): extract >= 10x read_sql, >= 80% of the COPY rate, peak RSS <= 1 GB; publish >= 10x to_sql.
 
-Run: .venv/bin/python benchmarks/bench_data_layer.py [--url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+Run: .venv/bin/python benchmarks/bench_data_layer.py [--url postgresql+psycopg://...] [--only extract|publish]
 """
 
 from __future__ import annotations
@@ -131,8 +133,37 @@ def read_pandas(url: str) -> tuple[int, float, float]:
     return len(frame), seconds, cpu
 
 
+def read_adbc_alone(url: str) -> tuple[int, float, float]:
+    """The ADBC driver alone on the extract's statement, batches discarded: the client's share that any
+    extract through it pays. Also prints the CPU the server's backend spent (read from /proc, so only for a
+    server on this machine)."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    from tasks.db import libpq_uri
+
+    def backend_cpu(pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    with adbc.connect(libpq_uri(url)) as conn, conn.cursor() as cur:
+        cur.execute("select pg_backend_pid()")
+        pid = cur.fetchone()[0]
+        before = backend_cpu(pid)
+        started, cpu = time.perf_counter(), time.process_time()
+        cur.execute(BOUNDED_SELECT)
+        rows = sum(batch.num_rows for batch in cur.fetch_record_batch())
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        after = backend_cpu(pid)
+    if before is not None and after is not None:
+        print(json.dumps({"server_cpu": after - before}))
+    return rows, seconds, cpu
+
+
 Reader = Callable[[str], tuple[int, float, float]]
-READERS: dict[str, Reader] = {"lstmcast": read_lstmcast, "read_sql": read_pandas}
+READERS: dict[str, Reader] = {"lstmcast": read_lstmcast, "read_sql": read_pandas, "adbc": read_adbc_alone}
 
 
 def run_child(name: str, url: str) -> dict:
@@ -141,7 +172,10 @@ def run_child(name: str, url: str) -> dict:
     )
     if out.returncode != 0:
         raise RuntimeError(f"reader {name} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = {}
+    for line in out.stdout.strip().splitlines():
+        result |= json.loads(line)
+    return result
 
 
 def copy_rate(url: str, select: str = SELECT) -> dict:
@@ -181,6 +215,8 @@ def summary(runs: list[dict]) -> dict:
     times = sorted(r["seconds"] for r in runs)
     out = dict(runs[0], seconds=times[0], median=statistics.median(times), all=[r["seconds"] for r in runs])
     out["cpu"] = statistics.median(r["cpu"] for r in runs)
+    if all("server_cpu" in r for r in runs):
+        out["server_cpu"] = statistics.median(r["server_cpu"] for r in runs)
     if "peak_rss_mb" in out:
         out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     return out
@@ -191,18 +227,21 @@ def verdict(ok: bool) -> str:
 
 
 def extract_section(url: str, rounds: int = 7) -> list[str]:
-    """lstmcast's extract and the server's COPY (of the issue's plain SELECT, and of the bounded SELECT the
-    extract sends) run `rounds` times in turn, so all meet the same moments of a shared machine whose speed
-    drifts by a third from minute to minute; best and median are both compared. read_sql runs once."""
-    runs: dict[str, list[dict]] = {"lstmcast": [], "copy": [], "copy_bounded": []}
+    """lstmcast's extract, the ADBC driver alone and the server's COPY (of the issue's plain SELECT, and of
+    the bounded SELECT the extract sends) run `rounds` times in turn, so all meet the same moments of a
+    shared machine whose speed drifts by a third from minute to minute; best and median are both compared.
+    read_sql runs once."""
+    runs: dict[str, list[dict]] = {"lstmcast": [], "adbc": [], "copy": [], "copy_bounded": []}
     for _ in range(rounds):
         runs["lstmcast"].append(run_child("lstmcast", url))
+        runs["adbc"].append(run_child("adbc", url))
         runs["copy"].append(copy_rate(url))
         runs["copy_bounded"].append(copy_rate(url, BOUNDED_SELECT))
     results = {name: summary(r) for name, r in runs.items()}
     results["read_sql"] = run_child("read_sql", url)
     labels = {
         "lstmcast": "lstmcast extract (full, ADBC -> Parquet)",
+        "adbc": "ADBC driver alone, the extract's bounded SELECT, batches discarded",
         "read_sql": "pandas.read_sql (SQLAlchemy + psycopg)",
         "copy": f"{results['copy']['how']} (the issue's baseline)",
         "copy_bounded": f"{results['copy']['how']}, with the extract's `ts <=` bound",
@@ -210,7 +249,7 @@ def extract_section(url: str, rounds: int = 7) -> list[str]:
     lines = ["## extract: read the whole table", ""]
     lines += ["| reader | rows | best s | median s | rows/s (best) | all runs, s | client CPU s | peak RSS |"]
     lines.append("|---|---|---|---|---|---|---|---|")
-    for name in ("lstmcast", "read_sql", "copy", "copy_bounded"):
+    for name in ("lstmcast", "adbc", "read_sql", "copy", "copy_bounded"):
         r = results[name]
         rss = f"{r['peak_rss_mb'] / 1024:.2f} GB" if "peak_rss_mb" in r else "-"
         median = f"{r['median']:.2f}" if "median" in r else "-"
@@ -235,6 +274,10 @@ def extract_section(url: str, rounds: int = 7) -> list[str]:
         f"median with median {bounded_typical:.1%}",
         f"extract peak RSS: {rss_gb:.2f} GB (target <= 1 GB: {verdict(rss_gb <= 1)})",
     ]
+    if "server_cpu" in results["adbc"]:
+        lines.append(
+            f"server backend CPU under the ADBC reader (median): {results['adbc']['server_cpu']:.2f} s"
+        )
     return lines
 
 
@@ -244,13 +287,14 @@ def publish_section(url: str) -> list[str]:
     return ["## publish: 480,000 forecast rows", "", *publish_benchmark(url)]
 
 
-SECTIONS: list[Callable[[str], list[str]]] = [extract_section, publish_section]
+SECTIONS: dict[str, Callable[[str], list[str]]] = {"extract": extract_section, "publish": publish_section}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=DEFAULT_URL, help="SQLAlchemy URL of the PostgreSQL database")
     parser.add_argument("--child", choices=sorted(READERS), help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["extract", "publish"], help="run one section")
     args = parser.parse_args()
     if args.child:
         rows, seconds, cpu = READERS[args.child](args.url)
@@ -260,8 +304,9 @@ def main() -> None:
     rows, built = build_table(args.url)
     print(f"table {TABLE}: {rows:,} rows" + (f" (built in {built:.1f} s)" if built else " (reused)"))
     print(f"{os.cpu_count()} CPU cores; PostgreSQL at {sa.engine.make_url(args.url).render_as_string()}\n")
-    for section in SECTIONS:
-        print("\n".join(section(args.url)) + "\n", flush=True)
+    for name, section in SECTIONS.items():
+        if args.only in (None, name):
+            print("\n".join(section(args.url)) + "\n", flush=True)
 
 
 if __name__ == "__main__":
