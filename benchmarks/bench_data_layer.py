@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -54,7 +55,8 @@ SERIES, STEPS = 1_000, 5_000
 ROWS = SERIES * STEPS
 START = "2020-01-01 00:00:00+00"
 SELECT = f"select series_id, ts, value from {TABLE}"
-LAST = "2020-07-27 07:00:00+00"  # START + STEPS - 1 hours: the extract's as-of, its upper bound
+# the last step: the extract's as-of, its upper bound
+LAST = (datetime.fromisoformat(START) + timedelta(hours=STEPS - 1)).isoformat(sep=" ")
 BOUNDED_SELECT = f"{SELECT} where ts <= timestamptz '{LAST}'"
 
 
