@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from importlib import metadata
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -292,6 +293,18 @@ def publish_section(url: str) -> list[str]:
 SECTIONS: dict[str, Callable[[str], list[str]]] = {"extract": extract_section, "publish": publish_section}
 
 
+def versions(url: str) -> str:
+    """The server's and the client libraries' versions: the driver's build decides much of the extract."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            server = conn.execute(sa.text("show server_version")).scalar_one()
+    finally:
+        engine.dispose()
+    names = ["adbc-driver-postgresql", "pyarrow", "pgpq", "psycopg", "pandas", "sqlalchemy"]
+    return f"PostgreSQL {server}; " + ", ".join(f"{n} {metadata.version(n)}" for n in names)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=DEFAULT_URL, help="SQLAlchemy URL of the PostgreSQL database")
@@ -305,7 +318,8 @@ def main() -> None:
         return
     rows, built = build_table(args.url)
     print(f"table {TABLE}: {rows:,} rows" + (f" (built in {built:.1f} s)" if built else " (reused)"))
-    print(f"{os.cpu_count()} CPU cores; PostgreSQL at {sa.engine.make_url(args.url).render_as_string()}\n")
+    print(f"{os.cpu_count()} CPU cores; PostgreSQL at {sa.engine.make_url(args.url).render_as_string()}")
+    print(versions(args.url) + "\n")
     for name, section in SECTIONS.items():
         if args.only in (None, name):
             print("\n".join(section(args.url)) + "\n", flush=True)

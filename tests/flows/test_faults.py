@@ -140,7 +140,7 @@ def child_env() -> dict[str, str]:
 
 
 def task_state(flow_run_id: str, stage: str) -> str | None:
-    runs = task_runs(uuid.UUID(flow_run_id))
+    runs = task_runs(uuid.UUID(flow_run_id), settle_s=0)
     state = runs[stage].state if stage in runs else None
     return state.name if state is not None else None  # a task run the API has no state for yet
 
@@ -213,7 +213,7 @@ def test_killed_during_training_then_rerun_gives_the_undisturbed_forecasts(sourc
     killed = kill_at(config, "train", tmp_path, training_is_running)
 
     assert task_state(killed, "train") == "Running"  # it never reported an end: the process died in it
-    assert "publish" not in task_runs(uuid.UUID(killed))
+    assert "publish" not in task_runs(uuid.UUID(killed), settle_s=0)
     assert not sa.inspect(sa.create_engine(output)).has_table("forecasts")
     models = tmp_path / "work" / "sensors" / "models"
     assert not models.exists() or not list(models.iterdir())  # no checkpoint, not even a partial one

@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+import time
 
 import pandas as pd
 import pytest
@@ -29,14 +30,37 @@ def config_path(sensor_db, tmp_path):
     return str(path)
 
 
-def task_runs(flow_run_id) -> dict[str, object]:
-    with get_client(sync_client=True) as client:
+def task_runs(
+    flow_run_id, expect: tuple[str, ...] = (), settle_s: float = 20.0, quiet_s: float = 1.0
+) -> dict[str, object]:
+    """The flow run's task runs by task name. The server records task runs from events that it processes
+    after the flow has returned, so this reads until the `expect`ed names are there, every state is final
+    and nothing has changed for `quiet_s` (at most `settle_s`; 0 for a flow whose process was killed)."""
+
+    def read(client) -> dict[str, object]:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
             sort=TaskRunSort.EXPECTED_START_TIME_ASC,
             limit=50,
         )
-    return {run.task_key.split("-")[0]: run for run in runs}
+        return {run.task_key.split("-")[0]: run for run in runs}
+
+    def seen(runs: dict[str, object]) -> dict[str, tuple]:
+        return {k: (r.state_type, r.run_count) for k, r in runs.items()}
+
+    deadline = time.monotonic() + settle_s
+    with get_client(sync_client=True) as client:
+        runs, since = read(client), time.monotonic()
+        while time.monotonic() < deadline:
+            settled = set(expect) <= set(runs) and all(r.state and r.state.is_final() for r in runs.values())
+            if settled and time.monotonic() - since >= quiet_s:
+                break
+            time.sleep(0.25)
+            again = read(client)
+            if seen(again) != seen(runs):
+                since = time.monotonic()
+            runs = again
+    return runs
 
 
 def count_rows(url: str, as_of: str | None = None) -> int:

@@ -54,7 +54,7 @@ def test_failed_training_fails_the_run_and_publishes_nothing(
     assert state.is_failed()
     with pytest.raises(FloatingPointError, match=message):
         state.result()
-    assert task_runs(state.state_details.flow_run_id)["train"].state.is_failed()
+    assert task_runs(state.state_details.flow_run_id, expect=("train",))["train"].state.is_failed()
     inspector = sa.inspect(sa.create_engine(sensor_db))
     assert not inspector.has_table("forecasts") and not inspector.has_table("lstmcast_models")
 
