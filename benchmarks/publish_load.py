@@ -1,14 +1,16 @@
 """Publish throughput on PostgreSQL: lstmcast's publish (forecasts, quality and run record in one
-transaction) against `DataFrame.to_sql` (default method) of the same rows into a fresh table.
+transaction) against `DataFrame.to_sql` (default method) of the same rows.
 
-lstmcast publishes four times into one table: the first as-of into a fresh table (COPY, then the key is
-built); the next as-of into that table, which now holds the first (the nightly case: COPY into the keyed
-table); that as-of again with the same rows (a re-run that reproduced its forecasts: staging COPY,
-nothing rewritten); and that as-of again with every value new under another model version (staging COPY,
-every row replaced). `DataFrame.to_sql` (default method) writes the first as-of into a fresh table, then
-does the nightly and the every-value-new jobs the way a to_sql user would: the next as-of appended to a
-table with the forecast key that holds the first, and that as-of's rows deleted and the new ones appended
-in one transaction.
+lstmcast publishes five times into one table, for each layout of the forecast table: the first as-of into a
+fresh table; the next as-of three times over (the nightly case: the table holds the earlier ones); the last
+of those again with the same values (a re-run that reproduced its forecasts); and again with every value new
+under another model version. Layouts: partitioned (lstmcast's default on PostgreSQL: each publish COPYs into
+a table of its own, builds its key and attaches it as the partition of its (pipeline, as_of), replacing the
+partition a re-run finds) and plain (`output.partitioned = false`: COPY into the keyed table, or staging
+COPY then delete and insert of what changed). `DataFrame.to_sql` (default method) writes the first as-of
+into a fresh table three times, then does the nightly and the every-value-new jobs the way a to_sql user
+would: the next as-of appended to a table with the forecast key that holds the first, and that as-of's rows
+deleted and the new ones appended in one transaction.
 
 Run from the repository root, with PostgreSQL on 127.0.0.1:5432: .venv/bin/python benchmarks/publish_load.py
 """
@@ -19,6 +21,7 @@ import json
 import statistics
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -75,27 +78,64 @@ def _times(name: str, n_rows: int, seconds: list[float]) -> str:
     return f"{_line(name, n_rows, min(seconds))}   median {statistics.median(seconds):.2f} s   all: {every}"
 
 
+@dataclass
+class Publishes:
+    """Seconds of each lstmcast publish into one table of one layout."""
+
+    first: float
+    nightly: list[float]
+    same: float
+    every_new: float
+
+
+def lstmcast_publishes(
+    pg_url: str, table: str, runs: str, frames: list[pd.DataFrame], nights: list[pd.Timestamp],
+    partitioned: bool,
+) -> Publishes:  # fmt: skip
+    """The first as-of (frames[0] at AS_OF), each night's as-of, then the last night again with the same
+    values and with every value new; the table must not exist yet."""
+    n_rows = len(frames[0])
+
+    def timed(frame: pd.DataFrame, as_of: pd.Timestamp, model_version: str = "bench") -> tuple[float, int]:
+        started = time.perf_counter()
+        run = run_record(uuid.uuid4().hex, model_version, as_of)
+        result = write_forecasts(pg_url, table, runs, frame, run, partitioned=partitioned)
+        assert result.rows == n_rows
+        return time.perf_counter() - started, result.written
+
+    first_s, first_written = timed(frames[0], AS_OF)
+    nightly = [timed(f, night) for f, night in zip(frames[1:], nights, strict=True)]
+    last, last_frame = nights[-1], frames[-1]
+    same_s, same_written = timed(last_frame, last)
+    new_s, new_written = timed(last_frame.assign(yhat=last_frame["yhat"] + 1.0), last, "bench-2")
+    # a partition is written whole; a plain table keeps the rows a re-run left unchanged
+    same_expected = n_rows if partitioned else 0
+    written = (first_written, *(w for _, w in nightly), same_written, new_written)
+    assert written == (n_rows, *[n_rows] * len(nights), same_expected, n_rows), written
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text(f"select count(*) from {table}")).scalar_one()
+    engine.dispose()
+    assert stored == (1 + len(nights)) * n_rows, stored
+    return Publishes(first_s, [t for t, _ in nightly], same_s, new_s)
+
+
 def publish_benchmark(pg_url: str, n_rows: int = 480_000, repeats: int = 3) -> list[str]:
     """Time both ways into fresh tables (dropped afterwards) and return printable lines with the ratios.
     The nightly publish and to_sql into a fresh table run `repeats` times (the machine's speed drifts),
     and are compared best with best and median with median."""
     frame = forecast_frame(n_rows)
     suffix = uuid.uuid4().hex[:8]
-    table, runs, keyed = f"bench_fc_{suffix}", f"bench_runs_{suffix}", f"bench_to_sql_keyed_{suffix}"
+    layouts = {"partitioned": True, "plain": False}
+    tables = {name: (f"bench_fc_{name}_{suffix}", f"bench_runs_{name}_{suffix}") for name in layouts}
+    keyed = f"bench_to_sql_keyed_{suffix}"
     plains = [f"bench_to_sql_{suffix}_{i}" for i in range(repeats)]
     engine = sa.create_engine(pg_url)
     engine.connect().close()  # driver and dialect imported and initialised before either way is timed
     nights = [AS_OF + pd.Timedelta(days=1 + i) for i in range(repeats)]
-    nightly_frames = [forecast_frame(n_rows, seed=1 + i, as_of=night) for i, night in enumerate(nights)]
-    last, last_frame = nights[-1], nightly_frames[-1]
+    frames = [frame, *(forecast_frame(n_rows, seed=1 + i, as_of=night) for i, night in enumerate(nights))]
+    last, last_frame = nights[-1], frames[-1]
     changed = last_frame.assign(yhat=last_frame["yhat"] + 1.0)
-
-    def timed(frame: pd.DataFrame, as_of: pd.Timestamp, model_version: str = "bench") -> tuple[float, int]:
-        started = time.perf_counter()
-        run = run_record(uuid.uuid4().hex, model_version, as_of)
-        result = write_forecasts(pg_url, table, runs, frame, run)
-        assert result.rows == n_rows
-        return time.perf_counter() - started, result.written
 
     def to_sql(rows: pd.DataFrame, name: str, delete_as_of: pd.Timestamp | None = None) -> float:
         started = time.perf_counter()
@@ -106,51 +146,56 @@ def publish_benchmark(pg_url: str, n_rows: int = 480_000, repeats: int = 3) -> l
         return time.perf_counter() - started
 
     try:
-        publish_s, first_written = timed(frame, AS_OF)
-        nightly = [timed(f, night) for f, night in zip(nightly_frames, nights, strict=True)]
-        republish_s, same_written = timed(last_frame, last)
-        replace_s, new_written = timed(changed, last, "bench-2")
-        written = (first_written, *(w for _, w in nightly), same_written, new_written)
-        assert written == (n_rows, *[n_rows] * repeats, 0, n_rows), written
-        with engine.connect() as conn:
-            stored = conn.execute(sa.text(f"select count(*) from {table}")).scalar_one()
-        assert stored == (1 + repeats) * n_rows, stored
-        nightly_s = [t for t, _ in nightly]
-
+        ours = {
+            name: lstmcast_publishes(pg_url, *tables[name], frames, nights, partitioned)
+            for name, partitioned in layouts.items()
+        }
         rows = to_sql_frame(frame, run_record(uuid.uuid4().hex))
         to_sql_s = [to_sql(rows, plain) for plain in plains]
         # to_sql doing the nightly and the every-value-new jobs: the next as-of appended to a table with
         # the forecast key that holds the first, then that as-of's rows deleted and new ones appended
         forecast_table(keyed, sa.MetaData()).create(engine)
         with engine.begin() as conn:
-            conn.execute(sa.text(f"insert into {keyed} select * from {table} where as_of = :a"), {"a": AS_OF})
+            first = sa.text(f"insert into {keyed} select * from {tables['plain'][0]} where as_of = :a")
+            conn.execute(first, {"a": AS_OF})
         nightly_rows = to_sql_frame(last_frame, run_record(uuid.uuid4().hex, as_of=last))
         to_sql_nightly_s = to_sql(nightly_rows, keyed)
         changed_rows = to_sql_frame(changed, run_record(uuid.uuid4().hex, "bench-2", last))
         to_sql_replace_s = to_sql(changed_rows, keyed, delete_as_of=last)
     finally:
         with engine.begin() as conn:
-            for name in (table, runs, keyed, *plains):
+            for name in (*(t for pair in tables.values() for t in pair), keyed, *plains):
                 conn.execute(
                     sa.text(f"drop table if exists {engine.dialect.identifier_preparer.quote(name)}")
                 )
         engine.dispose()
-    typical, nightly_typical = statistics.median(to_sql_s), statistics.median(nightly_s)
-    return [
-        _line("lstmcast publish, first as-of, fresh table", n_rows, publish_s),
-        _times("lstmcast publish, next as-of (nightly)", n_rows, nightly_s),
-        _line("lstmcast publish, same as-of, same values", n_rows, republish_s),
-        _line("lstmcast publish, same as-of, every value new", n_rows, replace_s),
+    typical = statistics.median(to_sql_s)
+    lines = []
+    for name, got in ours.items():
+        lines += [
+            _line(f"lstmcast publish ({name}), first as-of", n_rows, got.first),
+            _times(f"lstmcast publish ({name}), next as-of (nightly)", n_rows, got.nightly),
+            _line(f"lstmcast publish ({name}), same as-of, same values", n_rows, got.same),
+            _line(f"lstmcast publish ({name}), same as-of, every value new", n_rows, got.every_new),
+        ]
+    lines += [
         _times("DataFrame.to_sql (default method), fresh table", n_rows, to_sql_s),
         _line("to_sql, next as-of appended to the keyed table", n_rows, to_sql_nightly_s),
         _line("to_sql, as-of deleted, every value new appended", n_rows, to_sql_replace_s),
-        f"to_sql into a fresh table (median) / publish (target >= 10x): {typical / publish_s:.1f}x fresh "
-        f"table, {typical / republish_s:.1f}x same values, {typical / replace_s:.1f}x every value new",
-        f"to_sql into a fresh table / nightly publish (target >= 10x): best with best "
-        f"{min(to_sql_s) / min(nightly_s):.1f}x, median with median {typical / nightly_typical:.1f}x",
-        f"to_sql doing the same job / publish: {to_sql_nightly_s / nightly_typical:.1f}x next "
-        f"as-of (nightly median), {to_sql_replace_s / replace_s:.1f}x every value new",
     ]
+    for name, got in ours.items():
+        default = " (the default layout)" if layouts[name] else ""
+        lines += [
+            f"{name}{default}: to_sql into a fresh table (median) / publish (target >= 10x): "
+            f"{typical / got.first:.1f}x first as-of, {typical / got.same:.1f}x same values, "
+            f"{typical / got.every_new:.1f}x every value new; nightly best with best "
+            f"{min(to_sql_s) / min(got.nightly):.1f}x, median with median "
+            f"{typical / statistics.median(got.nightly):.1f}x",
+            f"{name}: to_sql doing the same job / publish: "
+            f"{to_sql_nightly_s / statistics.median(got.nightly):.1f}x next as-of (nightly median), "
+            f"{to_sql_replace_s / got.every_new:.1f}x every value new",
+        ]
+    return lines
 
 
 if __name__ == "__main__":

@@ -235,6 +235,9 @@ class OutputConfig(_Section):
     runs_table: str = "lstmcast_runs"
     quality_table: str = "lstmcast_quality"  # per-run, per-series counts of every cleaning repair
     accuracy_table: str = "lstmcast_accuracy"  # scores of earlier forecasts once their actuals arrived
+    # PostgreSQL: a forecast table lstmcast creates gets one partition per (pipeline, as_of), so a publish
+    # loads and keys a table of its own and attaches it; an existing table keeps its layout
+    partitioned: bool = True
 
     @field_validator("url")
     @classmethod

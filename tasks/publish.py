@@ -1,23 +1,27 @@
 """Publish: forecasts, the data-quality report and the run's metadata, written in one transaction.
 
-A first publish of an as-of on PostgreSQL copies the forecasts straight into the forecast table (Arrow
-batches encoded by pgpq, binary COPY over the transaction's own psycopg connection); a forecast table
-created by this publish gets its primary key after that load. Otherwise the forecasts are bulk-loaded
-into a temporary staging table (the same COPY on PostgreSQL, executemany elsewhere) and, in the same
-transaction, the rows of (pipeline, as_of) are made equal to the staged set (rows dropped or changed are
-deleted, missing ones inserted from staging). Then the quality rows of (pipeline, as_of) are replaced and
-the run record is written. Readers see either the previous forecasts of an as-of or the new ones, never a
-mix, and a re-run of a date replaces its rows instead of duplicating them.
+On PostgreSQL a forecast table that lstmcast creates is partitioned by (pipeline, as_of), one partition per
+publish: the forecasts are copied into a new table of their own (Arrow batches encoded by pgpq, binary COPY
+over the transaction's own psycopg connection), keyed by one sorted index build, and attached as the
+partition of their (pipeline, as_of), replacing the one a previous publish of that as-of left. A plain
+forecast table (SQLite, other databases, a PostgreSQL table made unpartitioned) takes a first publish of
+an as-of by COPY straight into it on PostgreSQL; otherwise the forecasts are bulk-loaded into a temporary
+staging table (the same COPY on PostgreSQL, executemany elsewhere) and the rows of (pipeline, as_of) are
+made equal to the staged set (rows dropped or changed are deleted, missing ones inserted from staging).
+Then the quality rows of (pipeline, as_of) are replaced and the run record is written. Readers see either
+the previous forecasts of an as-of or the new ones, never a mix, and a re-run of a date replaces its rows
+instead of duplicating them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -37,6 +41,8 @@ COPY_BATCH_ROWS = 32_768
 FORECAST_KEY = ["as_of", "pipeline", "series_id", "ts"]
 QUALITY_KEY = ["pipeline", "as_of", "series_id"]
 QUALITY_TEXT = ["status", "reason"]
+PARTITION_KEY = "RANGE (pipeline, as_of)"  # as pg_get_partkeydef prints it
+PARTITION_NAME_BYTES = 58  # PostgreSQL's 63-byte identifiers, less the "_pkey" of the partition's key
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -65,9 +71,11 @@ class PublishResult:
     written: int = 0  # rows inserted; unchanged rows of a re-publish are not rewritten
 
 
-def forecast_table(name: str, metadata: sa.MetaData, keyed: bool = True) -> sa.Table:
+def forecast_table(
+    name: str, metadata: sa.MetaData, keyed: bool = True, partitioned: bool = False
+) -> sa.Table:
     """`keyed=False`: the same columns without the primary key, for a table whose key is built after its
-    first load."""
+    first load. `partitioned`: PostgreSQL's partitioned table with one partition per (pipeline, as_of)."""
     schema, table = split_table(name)
     return sa.Table(
         table, metadata,
@@ -87,6 +95,7 @@ def forecast_table(name: str, metadata: sa.MetaData, keyed: bool = True) -> sa.T
         # benchmarks/publish_server_floor.py); the same index serves the replace of one (pipeline, as_of)
         *([sa.PrimaryKeyConstraint(*FORECAST_KEY)] if keyed else []),
         schema=schema,
+        **({"postgresql_partition_by": PARTITION_KEY} if partitioned else {}),
     )  # fmt: skip
 
 
@@ -264,20 +273,20 @@ def _psycopg_connection(conn: sa.Connection) -> Any | None:
     return raw if isinstance(raw, psycopg.Connection) else None
 
 
-def _copy_arrow(raw: Any, table: sa.Table, data: pa.Table) -> None:
-    """Binary COPY of `data` (a column per table column) over the transaction's own psycopg connection, so
-    it commits or rolls back with everything else. pgpq encodes the Arrow batches to PostgreSQL's binary
-    COPY format in native code; the server starts on the first batch while the next is encoded."""
+def _copy_arrow(raw: Any, table: sa.Table, data: pa.Table, freeze: bool = False) -> None:
+    """Binary COPY of `data` (its columns named as the table's) over the transaction's own psycopg
+    connection, so it commits or rolls back with everything else. pgpq encodes the Arrow batches to
+    PostgreSQL's binary COPY format in native code; the server starts on the first batch while the next is
+    encoded. `freeze` (a table created in this transaction): rows are written frozen and their pages
+    marked all-visible, so readers never rewrite them to set hint bits and VACUUM has nothing to freeze."""
     import psycopg
     from pgpq import ArrowToPostgresBinaryEncoder
     from psycopg import sql
 
     name = sql.Identifier(*([table.schema] if table.schema else []), table.name)
-    names = [c.name for c in table.columns]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        name, sql.SQL(", ").join(sql.Identifier(c) for c in names)
-    )
-    data = data.select(names)
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in data.column_names)
+    options = sql.SQL("FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY")
+    statement = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(name, columns, options)
     encoder = ArrowToPostgresBinaryEncoder(data.schema)
     try:
         with raw.cursor() as cur, cur.copy(statement) as copy:
@@ -289,36 +298,80 @@ def _copy_arrow(raw: Any, table: sa.Table, data: pa.Table) -> None:
         raise sa.exc.DBAPIError.instance(statement.as_string(raw), None, exc, psycopg.Error) from None
 
 
+def insert_rows(conn: sa.Connection, table: sa.Table, forecasts: pd.DataFrame, **constants: Any) -> None:
+    """A batched executemany of the STAGED columns plus `constants`, for drivers without COPY."""
+    if len(forecasts):
+        columns = staged_columns(forecasts)
+        rows = zip(*columns.values(), strict=True)
+        conn.execute(sa.insert(table), [dict(zip(STAGED, row, strict=True)) | constants for row in rows])
+
+
 def load_staging(conn: sa.Connection, stage: sa.Table, forecasts: pd.DataFrame) -> None:
     """Binary COPY on PostgreSQL; other drivers get a batched executemany."""
     raw = _psycopg_connection(conn) if conn.dialect.name == "postgresql" else None
     if raw is not None:
         _copy_arrow(raw, stage, staged_arrow(forecasts))
-    elif len(forecasts):
-        columns = staged_columns(forecasts)
-        rows = [dict(zip(STAGED, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-        conn.execute(sa.insert(stage), rows)
+    else:
+        insert_rows(conn, stage, forecasts)
 
 
-def copy_first_publish(
+def _constants(run: RunRecord, as_of: datetime, now: datetime) -> dict[str, Any]:
+    """The columns every forecast row of one publish shares."""
+    return {
+        "pipeline": run.pipeline, "as_of": as_of, "model_version": run.model_version, "run_id": run.run_id,
+        "created_at": now,
+    }  # fmt: skip
+
+
+def _qualified(conn: sa.Connection, table: sa.Table) -> str:
+    return conn.dialect.identifier_preparer.format_table(table)
+
+
+def _text_literal(conn: sa.Connection, value: str | datetime) -> str:
+    """`value` (a datetime in ISO 8601 with its offset) as a quoted SQL string literal of the dialect, for
+    DDL, which takes no bound parameters."""
+    literal = sa.literal(value.isoformat() if isinstance(value, datetime) else value, sa.Text)
+    return str(literal.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def copy_forecasts(
     conn: sa.Connection, table: sa.Table, forecasts: pd.DataFrame, run: RunRecord, as_of: datetime,
     now: datetime,
 ) -> bool:  # fmt: skip
-    """A first publish of (pipeline, as_of) on PostgreSQL: COPY straight into the forecast table (half the
-    cost of staging, then INSERT ... SELECT). Returns False where it does not apply (other drivers)."""
+    """Every column of the forecast rows by COPY straight into `table` (a first publish of an as-of into
+    a plain table: half the cost of staging, then INSERT ... SELECT). Returns False where COPY does not
+    apply (other drivers)."""
     raw = _psycopg_connection(conn) if conn.dialect.name == "postgresql" else None
     if raw is None:
         return False
     data = staged_arrow(forecasts)
-    constants = {
-        "pipeline": run.pipeline, "as_of": as_of, "model_version": run.model_version, "run_id": run.run_id,
-        "created_at": now,
-    }  # fmt: skip
+    constants = _constants(run, as_of, now)
     for c in table.columns:
         if c.name in constants:
             data = data.append_column(c.name, _repeat(constants[c.name], data.num_rows, type(c.type)))
-    _copy_arrow(raw, table, data)
+    _copy_arrow(raw, table, data.select([c.name for c in table.columns]))
     return True
+
+
+def load_new_table(
+    conn: sa.Connection, table: sa.Table, forecasts: pd.DataFrame, run: RunRecord, as_of: datetime,
+    now: datetime,
+) -> None:  # fmt: skip
+    """The forecast rows into `table`, created empty in this transaction. On PostgreSQL the columns every
+    row shares are the table's defaults while the STAGED ones are copied (less than half the bytes to
+    encode, send and parse), frozen; other drivers insert every column."""
+    raw = _psycopg_connection(conn) if conn.dialect.name == "postgresql" else None
+    constants = _constants(run, as_of, now)
+    if raw is None:
+        insert_rows(conn, table, forecasts, **constants)
+        return
+    quote, name = conn.dialect.identifier_preparer.quote, _qualified(conn, table)
+    literals = {c: _text_literal(conn, value) for c, value in constants.items()}
+    defaults = ", ".join(f"ALTER {quote(c)} SET DEFAULT {literal}" for c, literal in literals.items())
+    conn.execute(sa.text(f"ALTER TABLE {name} {defaults}"))
+    _copy_arrow(raw, table, staged_arrow(forecasts), freeze=True)
+    dropped = ", ".join(f"ALTER {quote(c)} DROP DEFAULT" for c in literals)
+    conn.execute(sa.text(f"ALTER TABLE {name} {dropped}"))
 
 
 def _same_key(table: sa.Table, stage: sa.Table) -> sa.ColumnElement[bool]:
@@ -354,7 +407,7 @@ def upsert_forecasts(
 ) -> int:  # fmt: skip
     """Make the rows of (pipeline, as_of) equal to the staged set; returns the rows written.
 
-    `stage` None: the rows were copied straight into the table (`copy_first_publish`). Otherwise a first
+    `stage` None: the rows were copied straight into the table or its new partition. Otherwise a first
     publish of the as-of (`existing` == 0, counted under `lock_as_of`) is one INSERT ... SELECT, and a
     re-publish deletes the rows that were dropped or changed, then inserts the staged rows whose key is
     not there any more: unchanged rows are not rewritten and keep the run that first wrote them. On
@@ -391,6 +444,106 @@ def upsert_forecasts(
     return conn.execute(now_there).scalar_one() - kept
 
 
+@dataclass(frozen=True)
+class Partition:
+    """The new partition of one (pipeline, as_of): loaded and keyed as table `loaded_as`, then attached as
+    `name` by `swap_partition` in place of `replaces`, the partition a previous publish of the as-of left
+    (as SQL names it; `loaded_as` is then a name of its own)."""
+
+    name: str
+    loaded_as: str
+    replaces: str | None
+    replaced: int  # the rows `replaces` holds
+    bound: str  # FOR VALUES ...
+
+
+def partition_name(table: str, pipeline: str, as_of: datetime) -> str:
+    """`<table>_<pipeline>_<as-of>`, e.g. forecasts_sales_20240101_000000. A pipeline name with capitals
+    or other characters SQL would need quotes for is lowered to [a-z0-9_] plus a hash of it, so two
+    pipelines never share a name; a name too long for PostgreSQL keeps its start and the as-of around a
+    hash of table and pipeline."""
+    stamp = as_of.strftime("%Y%m%d_%H%M%S") + (f"_{as_of.microsecond:06d}" if as_of.microsecond else "")
+    plain = re.sub(r"[^a-z0-9_]", "_", pipeline.lower())
+    if plain != pipeline:
+        plain += "_" + hashlib.sha1(pipeline.encode()).hexdigest()[:6]
+    name = f"{table}_{plain}_{stamp}"
+    if len(name.encode()) <= PARTITION_NAME_BYTES:
+        return name
+    digest = hashlib.sha1(f"{table}\0{pipeline}".encode()).hexdigest()[:8]
+    room = PARTITION_NAME_BYTES - len(stamp) - len(digest) - 2
+    return f"{name.encode()[:room].decode(errors='ignore')}_{digest}_{stamp}"
+
+
+def is_partitioned(conn: sa.Connection, table: sa.Table) -> bool:
+    """Whether `table` is partitioned by (pipeline, as_of) as lstmcast makes it; a table partitioned
+    some other way is written like a plain one (rows routed by PostgreSQL)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    key = sa.func.pg_get_partkeydef(sa.func.to_regclass(_qualified(conn, table)))
+    return conn.execute(sa.select(key)).scalar() == PARTITION_KEY
+
+
+# the partition of (pipeline, as_of), found by its bounds whatever its name; the server formats both sides
+_PARTITION_OF = sa.text(
+    "select c.oid::regclass::text, c.oid = to_regclass(:name) from pg_inherits i "
+    "join pg_class c on c.oid = i.inhrelid where i.inhparent = to_regclass(:parent) "
+    "and pg_get_expr(c.relpartbound, c.oid) = "
+    "format('FOR VALUES FROM (%L, %L) TO (%L, %L)', :pipeline, :start, :pipeline, :end)"
+).bindparams(
+    sa.bindparam("pipeline", type_=sa.Text),
+    *(sa.bindparam(name, type_=sa.DateTime(timezone=True)) for name in ("start", "end")),
+)
+
+
+def load_partition(
+    conn: sa.Connection, table: sa.Table, forecasts: pd.DataFrame, run: RunRecord, as_of: datetime,
+    now: datetime,
+) -> Partition:  # fmt: skip
+    """The forecasts in a new table of their own: COPY, then the key in one sorted index build, with a
+    check that it holds only (pipeline, as_of) so attaching it needs no scan. Readers of `table` see
+    nothing of it until `swap_partition`."""
+    name = partition_name(table.name, run.pipeline, as_of)
+    qualified = _qualified(conn, sa.Table(name, sa.MetaData(), schema=table.schema))
+    end = as_of + timedelta(microseconds=1)
+    params = {"name": qualified, "parent": _qualified(conn, table), "pipeline": run.pipeline}
+    found = conn.execute(_PARTITION_OF, params | {"start": as_of, "end": end}).one_or_none()
+    replaces, is_named = found if found is not None else (None, False)
+    if not is_named and conn.execute(sa.select(sa.func.to_regclass(qualified))).scalar() is not None:
+        raise LookupError(
+            f"table {qualified!r} exists but is not the partition of {table.fullname!r} for pipeline "
+            f"{run.pipeline!r}, as-of {as_of.isoformat()}, whose name it has: rename or drop it"
+        )
+    loaded_as = f"lstmcast_new_{uuid.uuid4().hex[:16]}" if replaces else name
+    pipeline, start, stop = (_text_literal(conn, value) for value in (run.pipeline, as_of, end))
+    new = forecast_table(f"{table.schema}.{loaded_as}" if table.schema else loaded_as, sa.MetaData(), False)
+    new.append_constraint(sa.CheckConstraint(f"pipeline = {pipeline} AND as_of = {start}"))
+    new.create(conn)
+    load_new_table(conn, new, forecasts, run, as_of, now)
+    key = sa.PrimaryKeyConstraint(*FORECAST_KEY, name=f"{loaded_as}_pkey")
+    new.append_constraint(key)
+    conn.execute(sa.schema.AddConstraint(key))
+    replaced = conn.execute(sa.text(f"SELECT count(*) FROM {replaces}")).scalar_one() if replaces else 0
+    bound = f"FOR VALUES FROM ({pipeline}, {start}) TO ({pipeline}, {stop})"
+    return Partition(name=name, loaded_as=loaded_as, replaces=replaces, replaced=replaced, bound=bound)
+
+
+def swap_partition(conn: sa.Connection, table: sa.Table, part: Partition) -> None:
+    """Attach the new partition, dropping the one it replaces; last in the transaction, as the only
+    statements that change `table` itself. Attaching lets readers on; dropping a replaced partition makes
+    them wait for the commit."""
+    quote = conn.dialect.identifier_preparer.quote
+    named = _qualified(conn, sa.Table(part.name, sa.MetaData(), schema=table.schema))
+    if part.replaces:
+        loaded = _qualified(conn, sa.Table(part.loaded_as, sa.MetaData(), schema=table.schema))
+        conn.execute(sa.text(f"DROP TABLE {part.replaces}"))
+        conn.execute(sa.text(f"ALTER TABLE {loaded} RENAME TO {quote(part.name)}"))
+        conn.execute(
+            sa.text(f"ALTER TABLE {named} RENAME CONSTRAINT {quote(part.loaded_as + '_pkey')} "
+                    f"TO {quote(part.name + '_pkey')}")
+        )  # fmt: skip
+    conn.execute(sa.text(f"ALTER TABLE {_qualified(conn, table)} ATTACH PARTITION {named} {part.bound}"))
+
+
 def quality_rows(
     quality: pd.DataFrame, counts: list[str], run: RunRecord, as_of: datetime
 ) -> list[dict[str, Any]]:
@@ -419,7 +572,10 @@ def write_forecasts(
     run: RunRecord,
     quality: pd.DataFrame | None = None,
     quality_name: str = "lstmcast_quality",
+    partitioned: bool = True,
 ) -> PublishResult:
+    """`partitioned`: a forecast table this publish creates on PostgreSQL gets a partition per (pipeline,
+    as_of); an existing table keeps the layout it has."""
     started = time.perf_counter()
     check_forecasts(forecasts)
     metadata = sa.MetaData()
@@ -440,24 +596,36 @@ def write_forecasts(
             for table in (fc_table, run_table):
                 _check_existing(conn, table)
             new_counts = _check_existing(conn, q_table, frozenset(counts)) if q_table is not None else []
-            # a forecast table created here gets its key after the first load: one sorted index build
-            # instead of an index insert per row (PostgreSQL's advice for loading a fresh table)
-            key_after_load = conn.dialect.name == "postgresql" and not sa.inspect(conn).has_table(
+            created = conn.dialect.name == "postgresql" and not sa.inspect(conn).has_table(
                 fc_table.name, schema=fc_table.schema
             )
-            if key_after_load:
-                forecast_table(table_name, sa.MetaData(), keyed=False).create(conn)
+            # a plain forecast table created here gets its key after the first load: one sorted index
+            # build instead of an index insert per row (PostgreSQL's advice for loading a fresh table)
+            key_after_load = created and not partitioned
+            if created:
+                made = forecast_table(table_name, sa.MetaData(), keyed=partitioned, partitioned=partitioned)
+                made.create(conn)
             metadata.create_all(conn, checkfirst=True)
             if q_table is not None:
                 _add_count_columns(conn, q_table, new_counts)
-            replaced = conn.execute(
-                sa.select(sa.func.count()).select_from(fc_table)
-                .where(fc_table.c.pipeline == run.pipeline, fc_table.c.as_of == as_of)
-            ).scalar_one()  # fmt: skip
-            stage = None
-            if not (replaced == 0 and copy_first_publish(conn, fc_table, forecasts, run, as_of, now)):
-                stage = staging_table(conn)
-                load_staging(conn, stage, forecasts)
+            part, stage = None, None
+            if is_partitioned(conn, fc_table):
+                # publishes into the table take turns (readers do not wait): two re-runs that each drop
+                # a partition cannot deadlock on the table they both read
+                lock = f"LOCK TABLE ONLY {_qualified(conn, fc_table)} IN SHARE UPDATE EXCLUSIVE MODE"
+                conn.execute(sa.text(lock))
+                part = load_partition(conn, fc_table, forecasts, run, as_of, now)
+                replaced = part.replaced
+            else:
+                replaced = conn.execute(
+                    sa.select(sa.func.count()).select_from(fc_table)
+                    .where(fc_table.c.pipeline == run.pipeline, fc_table.c.as_of == as_of)
+                ).scalar_one()  # fmt: skip
+                if key_after_load:
+                    load_new_table(conn, fc_table, forecasts, run, as_of, now)
+                elif not (replaced == 0 and copy_forecasts(conn, fc_table, forecasts, run, as_of, now)):
+                    stage = staging_table(conn)
+                    load_staging(conn, stage, forecasts)
             written = upsert_forecasts(conn, fc_table, stage, run, as_of, now, n_rows, replaced)
             if stage is not None:
                 stage.drop(conn)
@@ -487,6 +655,8 @@ def write_forecasts(
                     "counts": json.dumps(run_counts, sort_keys=True),
                 },  # fmt: skip
             )
+            if part is not None:
+                swap_partition(conn, fc_table, part)
     finally:
         engine.dispose()
     return PublishResult(
@@ -525,7 +695,7 @@ def publish_forecasts(
     quality = pd.read_parquet(quality_path) if quality_path is not None else None
     return write_forecasts(
         cfg.output.url, cfg.output.table, cfg.output.runs_table, forecasts, run,
-        quality=quality, quality_name=cfg.output.quality_table,
+        quality=quality, quality_name=cfg.output.quality_table, partitioned=cfg.output.partitioned,
     )  # fmt: skip
 
 

@@ -1,6 +1,11 @@
+import dataclasses
+import hashlib
 import json
+import threading
+import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -8,7 +13,7 @@ import sqlalchemy as sa
 
 import tasks.publish
 from tasks.db import is_transient
-from tasks.publish import build_run_record, forecast_table, publish, write_forecasts
+from tasks.publish import build_run_record, forecast_table, partition_name, publish, write_forecasts
 
 
 def forecasts(series=("a", "b"), horizon=3, as_of="2020-01-01 00:00", level=1.0) -> pd.DataFrame:
@@ -54,11 +59,18 @@ class Db:
     table: str
     runs: str
     quality: str
+    partitioned: bool = True  # on PostgreSQL: the forecast table gets a partition per (pipeline, as_of)
+
+    @property
+    def by_partition(self) -> bool:
+        """A publish replaces its as-of's partition whole (every row rewritten)."""
+        return self.partitioned and self.url.startswith("postgresql")
 
     def write(self, frame: pd.DataFrame, run, quality_frame: pd.DataFrame | None = None):
         return write_forecasts(
-            self.url, self.table, self.runs, frame, run, quality=quality_frame, quality_name=self.quality
-        )
+            self.url, self.table, self.runs, frame, run, quality=quality_frame, quality_name=self.quality,
+            partitioned=self.partitioned,
+        )  # fmt: skip
 
     def query(self, statement) -> pd.DataFrame:
         engine = sa.create_engine(self.url)
@@ -79,14 +91,22 @@ class Db:
         return self.query(sa.text(f'select * from "{self.runs}"'))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres-plain", marks=pytest.mark.postgres),
+    ]
+)
 def db(request, sqlite_url):
+    """SQLite; PostgreSQL with the partitioned forecast table lstmcast creates there; PostgreSQL with a
+    plain one (`output.partitioned = false`)."""
     if request.param == "sqlite":
         yield Db(sqlite_url, "forecasts", "lstmcast_runs", "lstmcast_quality")
         return
     pg_url = request.getfixturevalue("pg_url")
     suffix = uuid.uuid4().hex[:8]
-    names = Db(pg_url, f"fc_{suffix}", f"runs_{suffix}", f"quality_{suffix}")
+    names = Db(pg_url, f"fc_{suffix}", f"runs_{suffix}", f"quality_{suffix}", request.param == "postgres")
     try:
         yield names
     finally:
@@ -124,10 +144,15 @@ def test_republishing_the_same_run_gives_identical_rows(db, sensor_cfg):
     db.write(frame, run, quality())
     before, quality_before = db.forecasts(), db.quality_rows()
     again = db.write(frame, run, quality())
-    assert (again.rows, again.replaced, again.written) == (12, 12, 0)
     after, quality_after = db.forecasts(), db.quality_rows()
     assert len(after) == 12 and after["yhat_lower"].isna().sum() == 1
-    pd.testing.assert_frame_equal(before, after)  # unchanged rows are not rewritten
+    if db.by_partition:  # the partition is written anew: the same rows, stamped with the new write's time
+        assert (again.rows, again.replaced, again.written) == (12, 12, 12)
+        assert (after["created_at"] > before["created_at"]).all()
+        pd.testing.assert_frame_equal(before.drop(columns="created_at"), after.drop(columns="created_at"))
+    else:  # unchanged rows are not rewritten
+        assert (again.rows, again.replaced, again.written) == (12, 12, 0)
+        pd.testing.assert_frame_equal(before, after)
     pd.testing.assert_frame_equal(quality_before, quality_after)
     assert len(db.runs_rows()) == 1
 
@@ -165,6 +190,8 @@ def test_values_round_trip_exactly(db, sensor_cfg):
 
 
 def test_republish_rewrites_only_changed_rows(db, sensor_cfg):
+    """A plain table keeps the rows a re-run left unchanged, with the run that wrote them; a partition
+    is replaced whole, every row then the new run's."""
     cfg = sensor_cfg()
     first_run = record(cfg)
     db.write(forecasts(series=("a", "b")), first_run)
@@ -174,10 +201,12 @@ def test_republish_rewrites_only_changed_rows(db, sensor_cfg):
     frame.loc[changed & (frame["ts"] == frame["ts"].max()), "yhat_upper"] = float("nan")
     second_run = record(cfg)
     result = db.write(frame, second_run)
-    assert (result.rows, result.replaced, result.written) == (6, 6, 3)
+    assert (result.rows, result.replaced, result.written) == (6, 6, 6 if db.by_partition else 3)
     rows = db.forecasts()
     a, b = rows[rows["series_id"] == "a"], rows[rows["series_id"] == "b"]
-    assert set(a["run_id"]) == {first_run.run_id} and set(b["run_id"]) == {second_run.run_id}
+    a_run = second_run if db.by_partition else first_run
+    assert set(a["run_id"]) == {a_run.run_id} and set(b["run_id"]) == {second_run.run_id}
+    assert a["yhat"].tolist() == frame.loc[~changed, "yhat"].tolist()
     assert b["yhat"].tolist() == frame.loc[changed, "yhat"].tolist()
     assert b["yhat_upper"].isna().sum() == 1
     # the same values under another model version are that version's rows
@@ -416,3 +445,188 @@ def test_a_table_made_without_the_key_still_gets_every_missing_row(db, sensor_cf
     result = db.write(forecasts(series=("a", "b", "c")), record(cfg))
     rows = db.forecasts()
     assert result.written == 3 and rows["series_id"].value_counts().to_dict() == {"a": 6, "b": 3, "c": 3}
+
+
+def partitions(url: str, table: str) -> dict[str, tuple[str, int]]:
+    """The forecast table's partitions: name -> (bound, rows)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                sa.text(
+                    "select c.relname, pg_get_expr(c.relpartbound, c.oid) from pg_inherits i "
+                    "join pg_class c on c.oid = i.inhrelid where i.inhparent = to_regclass(:t)"
+                ),
+                {"t": table},
+            ).all()
+            return {
+                name: (bound, conn.execute(sa.text(f'select count(*) from "{name}"')).scalar_one())
+                for name, bound in found
+            }
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_db(pg_url):
+    suffix = uuid.uuid4().hex[:8]
+    names = Db(pg_url, f"fc_{suffix}", f"runs_{suffix}", f"quality_{suffix}")
+    yield names
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'drop table if exists "{names.table}", "{names.runs}", "{names.quality}"'))
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_each_publish_is_a_partition_of_its_pipeline_and_as_of(pg_db, sensor_cfg):
+    cfg = sensor_cfg()
+    sales = dataclasses.replace(record(cfg), pipeline="Sales.EU-1")  # a name SQL must quote
+    pg_db.write(forecasts(series=("a", "b", "c")), record(cfg))
+    pg_db.write(forecasts(as_of="2020-01-02"), record(cfg, as_of="2020-01-02"))
+    pg_db.write(forecasts(series=("x",)), sales)
+    t = pg_db.table
+    first, second = f"{t}_sensors_20200101_000000", f"{t}_sensors_20200102_000000"
+    other = f"{t}_sales_eu_1_{hashlib.sha1(b'Sales.EU-1').hexdigest()[:6]}_20200101_000000"
+
+    def bound(pipeline: str, day: str) -> str:
+        start, end = f"'{day} 00:00:00+00'", f"'{day} 00:00:00.000001+00'"
+        return f"FOR VALUES FROM ('{pipeline}', {start}) TO ('{pipeline}', {end})"
+
+    assert partitions(pg_db.url, t) == {
+        first: (bound("sensors", "2020-01-01"), 9),
+        second: (bound("sensors", "2020-01-02"), 6),
+        other: (bound("Sales.EU-1", "2020-01-01"), 3),
+    }
+    keys = pg_db.query(
+        sa.text(
+            "select c.relname as t, conname from pg_constraint join pg_class c on c.oid = conrelid "
+            "where contype = 'p' "
+            "and conrelid in (select inhrelid from pg_inherits where inhparent = to_regclass(:t))"
+        ).bindparams(t=t)
+    )
+    names = dict(zip(keys["t"], keys["conname"], strict=True))
+    assert names == {n: f"{n}_pkey" for n in (first, second, other)}
+
+    # re-runs: each partition is replaced under its name, the others stay
+    result = pg_db.write(forecasts(series=("a", "c"), level=7.0), record(cfg, version="lstm-def"))
+    assert (result.rows, result.replaced, result.written) == (6, 9, 6)
+    counts = {name: rows for name, (_, rows) in partitions(pg_db.url, t).items()}
+    assert counts == {first: 6, second: 6, other: 3}
+    pg_db.write(forecasts(series=("x", "y")), dataclasses.replace(record(cfg), pipeline="Sales.EU-1"))
+    counts = {name: rows for name, (_, rows) in partitions(pg_db.url, t).items()}
+    assert counts == {first: 6, second: 6, other: 6}
+    rows = pg_db.forecasts()
+    assert len(rows) == 18 and set(rows.loc[rows["pipeline"] == "Sales.EU-1", "series_id"]) == {"x", "y"}
+
+    # a partition renamed since is found by its bounds, and replaced under lstmcast's name
+    engine = sa.create_engine(pg_db.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'alter table "{second}" rename to "{t}_kept_by_hand"'))
+    engine.dispose()
+    result = pg_db.write(forecasts(series=("b",), as_of="2020-01-02"), record(cfg, as_of="2020-01-02"))
+    assert (result.replaced, result.written) == (6, 3)
+    counts = {name: rows for name, (_, rows) in partitions(pg_db.url, t).items()}
+    assert counts == {first: 6, second: 3, other: 6}
+    mine = rows[(rows["pipeline"] == "sensors") & (rows["as_of"] == rows["as_of"].min())]
+    assert set(mine["series_id"]) == {"a", "c"} and set(mine["model_version"]) == {"lstm-def"}
+
+
+@pytest.mark.postgres
+def test_a_table_with_the_name_of_a_partition_is_reported_and_nothing_is_written(pg_db, sensor_cfg):
+    cfg = sensor_cfg()
+    pg_db.write(forecasts(), record(cfg))
+    squatter = f"{pg_db.table}_sensors_20200102_000000"
+    engine = sa.create_engine(pg_db.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'create table "{squatter}" (note text)'))
+    try:
+        with pytest.raises(
+            LookupError,
+            match=rf"^table '{squatter}' exists but is not the partition of '{pg_db.table}' for pipeline "
+            r"'sensors', as-of 2020-01-02T00:00:00\+00:00, whose name it has: rename or drop it$",
+        ):
+            pg_db.write(forecasts(as_of="2020-01-02"), record(cfg, as_of="2020-01-02"), quality())
+        assert len(pg_db.forecasts()) == 6 and len(pg_db.runs_rows()) == 1
+        assert not sa.inspect(engine).has_table(pg_db.quality)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'drop table "{squatter}"'))
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_table_partitioned_another_way_is_written_like_a_plain_one(pg_db, sensor_cfg):
+    engine = sa.create_engine(pg_db.url)
+    with engine.begin() as conn:
+        forecast_table(pg_db.table, sa.MetaData()).create(conn)  # made by its owner, then partitioned by year
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'drop table "{pg_db.table}"'))
+        ddl = str(sa.schema.CreateTable(forecast_table(pg_db.table, sa.MetaData())).compile(engine))
+        conn.execute(sa.text(ddl.rstrip() + " PARTITION BY RANGE (as_of)"))
+        conn.execute(sa.text(
+            f'create table "{pg_db.table}_2020" partition of "{pg_db.table}" '
+            "for values from ('2020-01-01Z') to ('2021-01-01Z')"
+        ))  # fmt: skip
+    engine.dispose()
+    cfg = sensor_cfg()
+    pg_db.write(forecasts(series=("a", "b")), record(cfg))
+    result = pg_db.write(forecasts(series=("b",), level=3.0), record(cfg))
+    assert (result.rows, result.replaced, result.written) == (3, 6, 3)
+    assert set(pg_db.forecasts()["series_id"]) == {"b"}
+    assert set(partitions(pg_db.url, pg_db.table)) == {f"{pg_db.table}_2020"}
+
+
+def test_partition_names_fit_postgres_identifiers():
+    as_of = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert partition_name("forecasts", "sales", as_of) == "forecasts_sales_20240102_030405"
+    assert partition_name("f", "p", as_of.replace(microsecond=7)) == "f_p_20240102_030405_000007"
+    long_table, long_pipeline = "t" * 63, "pipeline-" + "x" * 40
+    named = {partition_name(long_table, p, as_of) for p in (long_pipeline, long_pipeline + "y")}
+    assert len(named) == 2
+    for name in named:
+        assert len(name.encode()) <= 58 and name.startswith("t" * 20) and name.endswith("_20240102_030405")
+
+
+@pytest.mark.postgres
+def test_two_reruns_of_other_as_ofs_at_once_take_turns(pg_db, sensor_cfg, monkeypatch):
+    """Each re-run drops the partition it replaces; they take turns on the table from the start instead
+    of each holding the table the other must drop from (a deadlock)."""
+    cfg = sensor_cfg()
+    days = ("2020-01-01", "2020-01-02")
+    for day in days:
+        pg_db.write(forecasts(as_of=day), record(cfg, as_of=day))
+    real = tasks.publish.upsert_forecasts
+    held, blocked = [], []
+
+    def hold_first(conn, *args, **kwargs):
+        written = real(conn, *args, **kwargs)
+        if not held:
+            held.append(conn.execute(sa.select(sa.func.pg_backend_pid())).scalar_one())
+            deadline = time.monotonic() + 30
+            while not blocked and time.monotonic() < deadline:
+                waiting = pg_db.query(sa.text(
+                    "select count(*) as n from pg_stat_activity where :pid = any(pg_blocking_pids(pid))"
+                ).bindparams(pid=held[0]))  # fmt: skip
+                if waiting["n"][0]:
+                    blocked.append(True)
+                time.sleep(0.02)
+        return written
+
+    monkeypatch.setattr(tasks.publish, "upsert_forecasts", hold_first)
+    errors: list[BaseException] = []
+
+    def rerun(day: str) -> None:
+        try:
+            pg_db.write(forecasts(as_of=day, level=9.0), record(cfg, as_of=day, version="lstm-def"))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rerun, args=(day,)) for day in days]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and blocked == [True]
+    rows = pg_db.forecasts()
+    assert len(rows) == 12 and set(rows["model_version"]) == {"lstm-def"} and rows["yhat"].min() == 9.0

@@ -62,9 +62,10 @@ class Output:
         engine.dispose()
 
 
-def output_cfg(url: str, tmp_path, suffix: str) -> PipelineConfig:
+def output_cfg(url: str, tmp_path, suffix: str, partitioned: bool = True) -> PipelineConfig:
     names = {"table": f"fc_{suffix}", "runs_table": f"runs_{suffix}", "quality_table": f"quality_{suffix}"}
-    return parse_config(sensor_config_dict(url, tmp_path / "work", output={"url": url, **names}))
+    output = {"url": url, "partitioned": partitioned, **names}
+    return parse_config(sensor_config_dict(url, tmp_path / "work", output=output))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -127,16 +128,18 @@ class Observer:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("partitioned", [True, False], ids=["partitioned", "plain"])
 def test_connection_killed_inside_the_publish_transaction_is_retried_and_never_shows_a_partial_set(
-    pg_url, tmp_path, monkeypatch, caplog
+    pg_url, tmp_path, monkeypatch, caplog, partitioned
 ):
-    out = Output(output_cfg(pg_url, tmp_path, uuid.uuid4().hex[:8]), "postgres")
+    out = Output(output_cfg(pg_url, tmp_path, uuid.uuid4().hex[:8], partitioned), "postgres")
     cfg = out.cfg
     try:
         old_run = record(cfg, AS_OF, version="lstm-old")
         write_forecasts(
             pg_url, out.table, cfg.output.runs_table, forecasts(("a", "b", "c"), HORIZON, AS_OF), old_run,
             quality=quality(series=("a", "b", "c")), quality_name=cfg.output.quality_table,
+            partitioned=partitioned,
         )  # fmt: skip
         new_series = ("a", "b", "c", "d")  # one more series and new values: every row changes
         new_run = record(cfg, AS_OF, version="lstm-new")
@@ -146,15 +149,17 @@ def test_connection_killed_inside_the_publish_transaction_is_retried_and_never_s
         during: dict[str, object] = {}
 
         def upsert_then_kill(conn, *args, **kwargs):
-            """After the delete and insert, with the transaction still open: look from another connection,
-            then terminate this transaction's backend from it."""
+            """After the forecasts are in (a new partition loaded and keyed, or the delete and insert),
+            with the transaction still open: look from another connection, then terminate this
+            transaction's backend from it."""
             written = real(conn, *args, **kwargs)
             if "killed" not in during:
+                pid = conn.execute(sa.select(sa.func.pg_backend_pid())).scalar_one()
                 during["seen"] = observer.look()
                 (during["killed"],) = out.read(
                     "select pg_terminate_backend(pid) from pg_stat_activity "
-                    "where pid <> pg_backend_pid() and state = 'idle in transaction' and query like :q",
-                    q=f"INSERT INTO {out.table} %",
+                    "where pid = :pid and state = 'idle in transaction'",
+                    pid=pid,
                 )
             return written
 
