@@ -20,9 +20,10 @@ printed. The extract's clock starts after the Python modules, the database drive
 included, are imported (read_sql's starts after create_engine, which imports psycopg) and stops when its
 Parquet files are in place; its peak RSS includes the imports.
 
-Then publish (benchmarks/publish_load.py): 480,000 forecast rows through lstmcast's publish (one transaction):
-the first as-of into a fresh table, the next as-of into that keyed table (the nightly case), that as-of again
-with the same values and with every value new, against `DataFrame.to_sql` (default method).
+Then publish (benchmarks/publish_load.py): 480,000 forecast rows through lstmcast's publish (one transaction)
+into a partitioned forecast table (lstmcast's default on PostgreSQL) and into a plain one: the first as-of
+into a fresh table, the next as-of (the nightly case), that as-of again with the same values and with every
+value new, against `DataFrame.to_sql` (default method).
 
 Targets (issue 4): extract >= 10x read_sql, >= 80% of the COPY rate, peak RSS <= 1 GB; publish >= 10x to_sql.
 

@@ -2,14 +2,17 @@
 
 The rows of benchmarks/publish_load.py are encoded once (pgpq, PostgreSQL's binary COPY format); each case
 then sends the same bytes in one transaction and is timed from the first byte to the commit, so no client work
-is counted. Cases: COPY into a table without a key; COPY into the table with the forecast table's primary key,
-empty and holding the previous as-of (the nightly publish); COPY, then the key built (a table's first
-publish); replacing a whole as-of already there, by DELETE + INSERT ... SELECT and by UPDATE ... FROM a
-staging table; and, for comparison, a layout lstmcast does not use: each as-of COPYed into a table of its own,
-keyed, then attached as a partition of a forecast table partitioned by as_of. Each case runs `--repeat` times.
-Last, two pipelines publish in turn into one table for four as-ofs each (INSERT ... SELECT of the same rows),
-under the forecast key and under the key order used before 2026-12-02, which puts the pipeline first: seconds
-per publish and the key's index size.
+is counted. Plain tables: COPY into a table without a key; COPY into the table with the forecast table's
+primary key, empty and holding the previous as-of (a nightly publish into a plain table); COPY, then the key
+built (a plain table's first publish); replacing a whole as-of already there, by DELETE + INSERT ... SELECT
+and by UPDATE ... FROM a staging table. lstmcast's default layout on PostgreSQL, a forecast table partitioned
+by (pipeline, as_of): the as-of's rows go into a table of its own (the columns every row shares as its
+defaults, so only the five varying columns are sent; COPY FREEZE; a check of (pipeline, as_of)), its key is
+built and it is attached as a partition, next to the previous as-of's (nightly) or in place of the
+partition of its as-of (a re-run, which drops that partition). Each case runs `--repeat` times. Last, two
+pipelines publish in turn into one plain table for four as-ofs each (INSERT ... SELECT of the same rows),
+under the forecast key and under the key order used before 2026-12-02, which puts the pipeline first:
+seconds per publish and the key's index size.
 
 Run from the repository root, with PostgreSQL on 127.0.0.1:5432:
     .venv/bin/python benchmarks/publish_server_floor.py [--repeat 2]
@@ -40,19 +43,18 @@ ADD_KEY = f"alter table bench_floor_t add primary key ({KEY})"
 OLD_KEY = "pipeline, as_of, series_id, ts"  # the forecast table's key before 2026-12-02, for comparison
 
 
-def encoded_rows(n_rows: int) -> bytes:
-    """The forecast rows with every column of the forecast table, as one binary COPY payload."""
+def encoded_rows(n_rows: int, names: list[str] | None = None) -> bytes:
+    """The forecast rows with every column of the forecast table (or those `names`), as one binary COPY
+    payload."""
     frame = forecast_frame(n_rows).assign(
         pipeline="bench", as_of=AS_OF, model_version="bench", run_id=uuid.uuid4().hex, created_at=AS_OF
     )
-    names = [c.name for c in forecast_table("t", sa.MetaData()).columns]
+    names = names or [c.name for c in forecast_table("t", sa.MetaData()).columns]
     table = pa.Table.from_pandas(frame[names], preserve_index=False)
-    table = table.set_column(
-        names.index("ts"), "ts", table.column("ts").cast(pa.timestamp("us", tz="UTC"))
-    ).set_column(names.index("as_of"), "as_of", table.column("as_of").cast(pa.timestamp("us", tz="UTC")))
-    table = table.set_column(
-        names.index("created_at"), "created_at", table.column("created_at").cast(pa.timestamp("us", tz="UTC"))
-    )
+    for name in ("ts", "as_of", "created_at"):
+        if name in names:
+            stamps = table.column(name).cast(pa.timestamp("us", tz="UTC"))
+            table = table.set_column(names.index(name), name, stamps)
     encoder = ArrowToPostgresBinaryEncoder(table.schema)
     parts = [encoder.write_header(), *(encoder.write_batch(b) for b in table.to_batches()), encoder.finish()]
     return b"".join(parts)
@@ -64,20 +66,25 @@ def columns_ddl() -> str:
     return ", ".join(f'"{c.name}" {c.type.compile(dialect=dialect)}' for c in table.columns)
 
 
-def run_case(conn: psycopg.Connection, payload: bytes, setup: list[str], timed: list[str | None]) -> float:
-    """`setup` statements committed first; then `timed` (None = the COPY of the payload) and the commit."""
+Step = str | None | tuple[str, bytes]  # a statement; None: the COPY of the payload; (COPY statement, bytes)
+
+
+def run_case(conn: psycopg.Connection, payload: bytes, setup: list[str], timed: list[Step]) -> float:
+    """`setup` statements committed first; then the `timed` steps and the commit."""
     with conn.cursor() as cur:
         for statement in setup:
             cur.execute(statement)
     conn.commit()
     started = time.perf_counter()
     with conn.cursor() as cur:
-        for statement in timed:
-            if statement is None:
-                with cur.copy("COPY bench_floor_t FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.write(payload)
+        for step in timed:
+            if step is None:
+                step = ("COPY bench_floor_t FROM STDIN (FORMAT BINARY)", payload)
+            if isinstance(step, tuple):
+                with cur.copy(step[0]) as copy:
+                    copy.write(step[1])
             else:
-                cur.execute(statement)
+                cur.execute(step)
     conn.commit()
     return time.perf_counter() - started
 
@@ -131,28 +138,57 @@ def main() -> None:
         "from bench_floor_prev"
     )
     with_previous = [*keyed, previous_as_of, "analyze bench_floor_t"]
-    cases: dict[str, tuple[list[str], list[str | None]]] = {
+    cases: dict[str, tuple[list[str], list[Step]]] = {
         "COPY, table without a key": (fresh, [None]),
         "COPY, table with the primary key, empty": (keyed, [None]),
         "COPY, keyed table holding the previous as-of (nightly)": (with_previous, [None]),
         "COPY, then the key built (first publish)": (fresh, [None, ADD_KEY]),
     }
-    # a layout this project does not use, for comparison: a table per as-of, attached as a partition of a
-    # forecast table partitioned by as_of that holds the previous as-of
+    # lstmcast's default layout: a forecast table partitioned by (pipeline, as_of), holding the previous
+    # as-of; the as-of's rows go into a table of their own, keyed and attached (publish.load_partition)
+    def bound(day: str) -> str:
+        return f"for values from ('bench', '{day} 00:00+00') to ('bench', '{day} 00:00:00.000001+00')"
+
     previous = (
         "pipeline, series_id, as_of - interval '1 day', ts, yhat, yhat_lower, yhat_upper, model_version, "
         "run_id, created_at"
     )
     partitioned = [
-        "drop table if exists bench_floor_p",
-        f"create table bench_floor_p ({columns_ddl()}, primary key ({KEY})) partition by list (as_of)",
-        "create table bench_floor_p_prev partition of bench_floor_p for values in ('2023-12-31 00:00+00')",
-        f"insert into bench_floor_p select {previous} from bench_floor_t",
-        *fresh,
+        "drop table if exists bench_floor_p, bench_floor_t",
+        f"create table bench_floor_p ({columns_ddl()}, primary key ({KEY})) "
+        "partition by range (pipeline, as_of)",
+        f"create table bench_floor_p_prev partition of bench_floor_p {bound('2023-12-31')}",
+        f"insert into bench_floor_p select {previous} from bench_floor_prev",
+        "analyze bench_floor_p_prev",
     ]
-    attach_sql = "alter table bench_floor_p attach partition bench_floor_t for values in ('2024-01-01Z')"
-    attach = [None, ADD_KEY, attach_sql]
-    replaces: dict[str, list[str | None]] = {
+    # ... and the partition of the as-of itself, which a re-run replaces
+    rerun = [
+        *partitioned,
+        f"create table bench_floor_p_cur partition of bench_floor_p {bound('2024-01-01')}",
+        "insert into bench_floor_p select * from bench_floor_prev",
+        "analyze bench_floor_p_cur",
+    ]
+    varying = ["series_id", "ts", "yhat", "yhat_lower", "yhat_upper"]
+    varying_payload = encoded_rows(args.rows, varying)
+    defaults = {
+        "pipeline": "'bench'", "as_of": "'2024-01-01 00:00+00'", "model_version": "'bench'",
+        "run_id": f"'{uuid.uuid4().hex}'", "created_at": "'2024-01-01 00:00+00'",
+    }  # fmt: skip
+    load = [
+        f"create table bench_floor_t ({columns_ddl()}, check (pipeline = 'bench' and as_of = '2024-01-01Z'))",
+        "alter table bench_floor_t " + ", ".join(f"alter {c} set default {v}" for c, v in defaults.items()),
+        (f"COPY bench_floor_t ({', '.join(varying)}) FROM STDIN (FORMAT BINARY, FREEZE)", varying_payload),
+        "alter table bench_floor_t " + ", ".join(f"alter {c} drop default" for c in defaults),
+        ADD_KEY,
+    ]
+    attach = f"alter table bench_floor_p attach partition bench_floor_t {bound('2024-01-01')}"
+    partition_cases: dict[str, tuple[list[str], list[Step]]] = {
+        "partitioned: next as-of attached (nightly)": (partitioned, [*load, attach]),
+        "partitioned: the as-of's partition replaced (re-run)": (
+            rerun, [*load, "drop table bench_floor_p_cur", attach]
+        ),
+    }
+    replaces: dict[str, list[Step]] = {
         "replace the as-of: DELETE + INSERT ... SELECT": [
             f"delete from bench_floor_t where {same_as_of}",
             "insert into bench_floor_t select 'bench', series_id, timestamptz '2024-01-01 00:00+00', ts, "
@@ -179,9 +215,8 @@ def main() -> None:
                 for name, timed in replaces.items():
                     run_case(conn, payload, keyed, [None])  # the as-of as the nightly publish left it
                     results.setdefault(name, []).append(run_case(conn, payload, staged, timed))
-                run_case(conn, payload, fresh, [None])  # rows for the previous as-of's partition
-                name = "(other layout) COPY, key built, attached as a partition"
-                results.setdefault(name, []).append(run_case(conn, payload, partitioned, attach))
+                for name, (setup, timed) in partition_cases.items():
+                    results.setdefault(name, []).append(run_case(conn, payload, setup, timed))
             shared = {key: shared_table(conn, key) for key in (KEY, OLD_KEY)}
         finally:
             with conn.cursor() as cur:
@@ -191,7 +226,7 @@ def main() -> None:
             conn.commit()
     print(f"{args.rows:,} rows, {len(payload) / 1e6:.1f} MB of binary COPY, server time to commit:")
     for name, seconds in results.items():
-        print(f"  {name:<48} " + "  ".join(f"{s:5.2f} s" for s in seconds))
+        print(f"  {name:<56} " + "  ".join(f"{s:5.2f} s" for s in seconds))
     print(
         "two pipelines publishing in turn into one table, four as-ofs each (seconds per publish, index size):"
     )
