@@ -593,6 +593,11 @@ def write_forecasts(
         with engine.begin() as conn:
             # first: a concurrent publish of the as-of waits here, before it looks for or creates tables
             lock_as_of(conn, fc_table, run.pipeline, as_of)
+            inspector = sa.inspect(conn)
+            if not all(inspector.has_table(t.name, schema=t.schema) for t in metadata.sorted_tables):
+                # publishes of other as-ofs that would create the tables take turns: the later one finds
+                # them instead of failing to create them again
+                advisory_xact_lock(conn, fc_table.fullname, "create")
             for table in (fc_table, run_table):
                 _check_existing(conn, table)
             new_counts = _check_existing(conn, q_table, frozenset(counts)) if q_table is not None else []

@@ -588,6 +588,49 @@ def test_partition_names_fit_postgres_identifiers():
         assert len(name.encode()) <= 58 and name.startswith("t" * 20) and name.endswith("_20240102_030405")
 
 
+def hold_the_first_until_another_waits(db: Db, monkeypatch) -> list[int]:
+    """The first publish to have its forecasts in stays inside its transaction until another session is
+    seen waiting for it (or 30 s); returns the list that records that wait."""
+    real = tasks.publish.upsert_forecasts
+    held: list[int] = []
+    blocked: list[int] = []
+
+    def hold_first(conn, *args, **kwargs):
+        written = real(conn, *args, **kwargs)
+        if not held:
+            held.append(conn.execute(sa.select(sa.func.pg_backend_pid())).scalar_one())
+            waiting = sa.text(
+                "select count(*) as n from pg_stat_activity where :pid = any(pg_blocking_pids(pid))"
+            ).bindparams(pid=held[0])
+            deadline = time.monotonic() + 30
+            while not blocked and time.monotonic() < deadline:
+                if db.query(waiting)["n"][0]:
+                    blocked.append(held[0])
+                time.sleep(0.02)
+        return written
+
+    monkeypatch.setattr(tasks.publish, "upsert_forecasts", hold_first)
+    return blocked
+
+
+def in_threads(target, args: list) -> list[BaseException]:
+    """`target(arg)` for every arg at once, each in its thread; the exceptions they raised."""
+    errors: list[BaseException] = []
+
+    def run(arg) -> None:
+        try:
+            target(arg)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(arg,)) for arg in args]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
 @pytest.mark.postgres
 def test_two_reruns_of_other_as_ofs_at_once_take_turns(pg_db, sensor_cfg, monkeypatch):
     """Each re-run drops the partition it replaces; they take turns on the table from the start instead
@@ -596,37 +639,27 @@ def test_two_reruns_of_other_as_ofs_at_once_take_turns(pg_db, sensor_cfg, monkey
     days = ("2020-01-01", "2020-01-02")
     for day in days:
         pg_db.write(forecasts(as_of=day), record(cfg, as_of=day))
-    real = tasks.publish.upsert_forecasts
-    held, blocked = [], []
-
-    def hold_first(conn, *args, **kwargs):
-        written = real(conn, *args, **kwargs)
-        if not held:
-            held.append(conn.execute(sa.select(sa.func.pg_backend_pid())).scalar_one())
-            deadline = time.monotonic() + 30
-            while not blocked and time.monotonic() < deadline:
-                waiting = pg_db.query(sa.text(
-                    "select count(*) as n from pg_stat_activity where :pid = any(pg_blocking_pids(pid))"
-                ).bindparams(pid=held[0]))  # fmt: skip
-                if waiting["n"][0]:
-                    blocked.append(True)
-                time.sleep(0.02)
-        return written
-
-    monkeypatch.setattr(tasks.publish, "upsert_forecasts", hold_first)
-    errors: list[BaseException] = []
+    blocked = hold_the_first_until_another_waits(pg_db, monkeypatch)
 
     def rerun(day: str) -> None:
-        try:
-            pg_db.write(forecasts(as_of=day, level=9.0), record(cfg, as_of=day, version="lstm-def"))
-        except BaseException as exc:  # reported by the assertion below
-            errors.append(exc)
+        pg_db.write(forecasts(as_of=day, level=9.0), record(cfg, as_of=day, version="lstm-def"))
 
-    threads = [threading.Thread(target=rerun, args=(day,)) for day in days]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == [] and blocked == [True]
+    assert in_threads(rerun, list(days)) == [] and len(blocked) == 1
     rows = pg_db.forecasts()
     assert len(rows) == 12 and set(rows["model_version"]) == {"lstm-def"} and rows["yhat"].min() == 9.0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("partitioned", [True, False], ids=["partitioned", "plain"])
+def test_first_publishes_of_two_as_ofs_at_once_both_land(pg_db, sensor_cfg, monkeypatch, partitioned):
+    """Neither table exists yet; the first publish is held inside its transaction, having created them,
+    until the other is seen waiting: the other then finds the tables instead of creating them again."""
+    pg_db.partitioned = partitioned
+    cfg = sensor_cfg()
+    blocked = hold_the_first_until_another_waits(pg_db, monkeypatch)
+
+    def publish_day(day: str) -> None:
+        pg_db.write(forecasts(as_of=day), record(cfg, as_of=day), quality())
+
+    assert in_threads(publish_day, ["2020-01-01", "2020-01-02"]) == [] and len(blocked) == 1
+    assert len(pg_db.forecasts()) == 12 and len(pg_db.runs_rows()) == 2 and len(pg_db.quality_rows()) == 6
