@@ -68,7 +68,7 @@ class PublishResult:
     replaced: int  # rows the as-of had before
     seconds: float
     quality_rows: int = 0
-    written: int = 0  # rows inserted; unchanged rows of a re-publish are not rewritten
+    written: int = 0  # rows written: all of them into a partition; a plain table keeps unchanged ones
 
 
 def forecast_table(
@@ -516,7 +516,7 @@ def load_partition(
     loaded_as = f"lstmcast_new_{uuid.uuid4().hex[:16]}" if replaces else name
     pipeline, start, stop = (_text_literal(conn, value) for value in (run.pipeline, as_of, end))
     new = forecast_table(f"{table.schema}.{loaded_as}" if table.schema else loaded_as, sa.MetaData(), False)
-    new.append_constraint(sa.CheckConstraint(f"pipeline = {pipeline} AND as_of = {start}"))
+    new.append_constraint(sa.CheckConstraint(f"pipeline = {pipeline} AND as_of = {start}", name="publish"))
     new.create(conn)
     load_new_table(conn, new, forecasts, run, as_of, now)
     key = sa.PrimaryKeyConstraint(*FORECAST_KEY, name=f"{loaded_as}_pkey")
