@@ -454,14 +454,15 @@ def partitions(url: str, table: str) -> dict[str, tuple[str, int]]:
         with engine.connect() as conn:
             found = conn.execute(
                 sa.text(
-                    "select c.relname, pg_get_expr(c.relpartbound, c.oid) from pg_inherits i "
-                    "join pg_class c on c.oid = i.inhrelid where i.inhparent = to_regclass(:t)"
+                    "select c.relname, c.oid::regclass::text, pg_get_expr(c.relpartbound, c.oid) "
+                    "from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+                    "where i.inhparent = to_regclass(:t)"
                 ),
                 {"t": table},
             ).all()
             return {
-                name: (bound, conn.execute(sa.text(f'select count(*) from "{name}"')).scalar_one())
-                for name, bound in found
+                name: (bound, conn.execute(sa.text(f"select count(*) from {qualified}")).scalar_one())
+                for name, qualified, bound in found
             }
     finally:
         engine.dispose()
@@ -660,3 +661,30 @@ def test_first_publishes_of_two_as_ofs_at_once_both_land(pg_db, sensor_cfg, monk
 
     assert in_threads(publish_day, ["2020-01-01", "2020-01-02"]) == [] and len(blocked) == 1
     assert len(pg_db.forecasts()) == 12 and len(pg_db.runs_rows()) == 2 and len(pg_db.quality_rows()) == 6
+
+
+@pytest.mark.postgres
+def test_partitions_live_in_the_forecast_table_s_schema(pg_url, sensor_cfg):
+    schema = f"lstmcast_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"create schema {schema}"))
+    db = Db(pg_url, f"{schema}.forecasts", f"{schema}.runs", f"{schema}.quality")
+    try:
+        cfg = sensor_cfg()
+        db.write(forecasts(series=("a", "b")), record(cfg), quality())
+        result = db.write(forecasts(series=("b",), level=3.0), record(cfg, version="lstm-def"), quality())
+        assert (result.rows, result.replaced, result.written) == (3, 6, 3)
+        rows = db.query(sa.text(f"select series_id, yhat, model_version from {schema}.forecasts"))
+        assert set(rows["series_id"]) == {"b"} and set(rows["model_version"]) == {"lstm-def"}
+        assert partitions(pg_url, f"{schema}.forecasts").keys() == {"forecasts_sensors_20200101_000000"}
+        with engine.connect() as conn:
+            where = conn.execute(sa.text(
+                "select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                "where c.relname = 'forecasts_sensors_20200101_000000'"
+            )).scalars().all()  # fmt: skip
+        assert where == [schema]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"drop schema {schema} cascade"))
+        engine.dispose()
