@@ -24,6 +24,7 @@ OUTPUT_URL_ENV = "LSTMCAST_OUTPUT_URL"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUALIFIED_TABLE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$")
+PIPELINE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # keys rows of the output tables and names partitions
 
 
 class ConfigError(ValueError):
@@ -296,7 +297,7 @@ class PipelineConfig(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_.-]+$", v):
+        if not PIPELINE_NAME.match(v):
             raise ValueError(f"name must use letters, digits, '_', '-' or '.', got {v!r}")
         return v
 

@@ -17,7 +17,8 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 _TRANSIENT_MESSAGES = re.compile(
     r"database is locked|could not connect|connection refused|server closed the connection|"
     r"terminating connection|connection reset|timeout expired|timed out|connection is closed|"
-    r"the database system is (starting up|shutting down)|too many connections",
+    r"the database system is (starting up|shutting down)|too many connections|deadlock detected|"
+    r"canceling statement due to lock timeout",
     re.IGNORECASE,
 )
 

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from prefect import task
 from prefect.tasks import exponential_backoff
 
-from tasks.config import PipelineConfig
+from tasks.config import PIPELINE_NAME, PipelineConfig
 from tasks.db import advisory_xact_lock, create_engine, retry_if_transient, split_table
 from tasks.extract import parse_as_of
 
@@ -327,11 +327,18 @@ def _qualified(conn: sa.Connection, table: sa.Table) -> str:
     return conn.dialect.identifier_preparer.format_table(table)
 
 
-def _text_literal(conn: sa.Connection, value: str | datetime) -> str:
-    """`value` (a datetime in ISO 8601 with its offset) as a quoted SQL string literal of the dialect, for
-    DDL, which takes no bound parameters."""
-    literal = sa.literal(value.isoformat() if isinstance(value, datetime) else value, sa.Text)
-    return str(literal.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+def _string(value: str | datetime) -> str:
+    """`value` (a datetime in ISO 8601 with its offset) as a PostgreSQL string constant, for DDL, which takes
+    no bound parameters: E'' with quotes and backslashes escaped reads the same under any
+    standard_conforming_strings."""
+    text = value.isoformat() if isinstance(value, datetime) else value
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _ddl(conn: sa.Connection, statement: str) -> None:
+    """A statement with constants written into it, sent as it is: no text parsed as a bound parameter, no
+    percent sign doubled."""
+    conn.exec_driver_sql(statement, execution_options={"no_parameters": True})
 
 
 def copy_forecasts(
@@ -366,12 +373,11 @@ def load_new_table(
         insert_rows(conn, table, forecasts, **constants)
         return
     quote, name = conn.dialect.identifier_preparer.quote, _qualified(conn, table)
-    literals = {c: _text_literal(conn, value) for c, value in constants.items()}
-    defaults = ", ".join(f"ALTER {quote(c)} SET DEFAULT {literal}" for c, literal in literals.items())
-    conn.execute(sa.text(f"ALTER TABLE {name} {defaults}"))
+    defaults = ", ".join(f"ALTER {quote(c)} SET DEFAULT {_string(value)}" for c, value in constants.items())
+    _ddl(conn, f"ALTER TABLE {name} {defaults}")
     _copy_arrow(raw, table, staged_arrow(forecasts), freeze=True)
-    dropped = ", ".join(f"ALTER {quote(c)} DROP DEFAULT" for c in literals)
-    conn.execute(sa.text(f"ALTER TABLE {name} {dropped}"))
+    dropped = ", ".join(f"ALTER {quote(c)} DROP DEFAULT" for c in constants)
+    _ddl(conn, f"ALTER TABLE {name} {dropped}")
 
 
 def _same_key(table: sa.Table, stage: sa.Table) -> sa.ColumnElement[bool]:
@@ -448,7 +454,7 @@ def upsert_forecasts(
 class Partition:
     """The new partition of one (pipeline, as_of): loaded and keyed as table `loaded_as`, then attached as
     `name` by `swap_partition` in place of `replaces`, the partition a previous publish of the as-of left
-    (as SQL names it; `loaded_as` is then a name of its own)."""
+    (as SQL names it)."""
 
     name: str
     loaded_as: str
@@ -500,8 +506,8 @@ def load_partition(
     now: datetime,
 ) -> Partition:  # fmt: skip
     """The forecasts in a new table of their own: COPY, then the key in one sorted index build, with a
-    check that it holds only (pipeline, as_of) so attaching it needs no scan. Readers of `table` see
-    nothing of it until `swap_partition`."""
+    check that it holds only (pipeline, as_of) so attaching it needs no scan. Nothing here locks `table`
+    itself, so publishes of other as-ofs go on side by side until `swap_partition`."""
     name = partition_name(table.name, run.pipeline, as_of)
     qualified = _qualified(conn, sa.Table(name, sa.MetaData(), schema=table.schema))
     end = as_of + timedelta(microseconds=1)
@@ -513,35 +519,38 @@ def load_partition(
             f"table {qualified!r} exists but is not the partition of {table.fullname!r} for pipeline "
             f"{run.pipeline!r}, as-of {as_of.isoformat()}, whose name it has: rename or drop it"
         )
-    loaded_as = f"lstmcast_new_{uuid.uuid4().hex[:16]}" if replaces else name
-    pipeline, start, stop = (_text_literal(conn, value) for value in (run.pipeline, as_of, end))
+    loaded_as = f"lstmcast_new_{uuid.uuid4().hex[:16]}"
     new = forecast_table(f"{table.schema}.{loaded_as}" if table.schema else loaded_as, sa.MetaData(), False)
-    new.append_constraint(sa.CheckConstraint(f"pipeline = {pipeline} AND as_of = {start}", name="publish"))
     new.create(conn)
+    pipeline, start = _string(run.pipeline), _string(as_of)
+    _ddl(conn, f"ALTER TABLE {_qualified(conn, new)} ADD CONSTRAINT publish CHECK "
+               f"(pipeline = {pipeline} AND as_of = {start})")  # fmt: skip
     load_new_table(conn, new, forecasts, run, as_of, now)
     key = sa.PrimaryKeyConstraint(*FORECAST_KEY, name=f"{loaded_as}_pkey")
     new.append_constraint(key)
     conn.execute(sa.schema.AddConstraint(key))
     replaced = conn.execute(sa.text(f"SELECT count(*) FROM {replaces}")).scalar_one() if replaces else 0
-    bound = f"FOR VALUES FROM ({pipeline}, {start}) TO ({pipeline}, {stop})"
+    bound = f"FOR VALUES FROM ({pipeline}, {start}) TO ({pipeline}, {_string(end)})"
     return Partition(name=name, loaded_as=loaded_as, replaces=replaces, replaced=replaced, bound=bound)
 
 
 def swap_partition(conn: sa.Connection, table: sa.Table, part: Partition) -> None:
-    """Attach the new partition, dropping the one it replaces; last in the transaction, as the only
-    statements that change `table` itself. Attaching lets readers on; dropping a replaced partition makes
-    them wait for the commit."""
+    """Put the new partition in place of the one it replaces, under the partition's name; last in the
+    transaction, as the only statements that lock `table` itself. Attaching lets readers and other
+    publishes on (a second attach waits for the commit); dropping a replaced partition makes readers wait
+    for the commit too."""
     quote = conn.dialect.identifier_preparer.quote
+    loaded = _qualified(conn, sa.Table(part.loaded_as, sa.MetaData(), schema=table.schema))
     named = _qualified(conn, sa.Table(part.name, sa.MetaData(), schema=table.schema))
     if part.replaces:
-        loaded = _qualified(conn, sa.Table(part.loaded_as, sa.MetaData(), schema=table.schema))
         conn.execute(sa.text(f"DROP TABLE {part.replaces}"))
-        conn.execute(sa.text(f"ALTER TABLE {loaded} RENAME TO {quote(part.name)}"))
-        conn.execute(
-            sa.text(f"ALTER TABLE {named} RENAME CONSTRAINT {quote(part.loaded_as + '_pkey')} "
-                    f"TO {quote(part.name + '_pkey')}")
-        )  # fmt: skip
-    conn.execute(sa.text(f"ALTER TABLE {_qualified(conn, table)} ATTACH PARTITION {named} {part.bound}"))
+    conn.execute(sa.text(f"ALTER TABLE {loaded} RENAME TO {quote(part.name)}"))
+    conn.execute(
+        sa.text(f"ALTER TABLE {named} RENAME CONSTRAINT {quote(part.loaded_as + '_pkey')} "
+                f"TO {quote(part.name + '_pkey')}")
+    )  # fmt: skip
+    _ddl(conn, f"ALTER TABLE {_qualified(conn, table)} ATTACH PARTITION {named} {part.bound}")
+    conn.execute(sa.text(f"ALTER TABLE {named} DROP CONSTRAINT publish"))  # the bound says it now
 
 
 def quality_rows(
@@ -577,6 +586,8 @@ def write_forecasts(
     """`partitioned`: a forecast table this publish creates on PostgreSQL gets a partition per (pipeline,
     as_of); an existing table keeps the layout it has."""
     started = time.perf_counter()
+    if not PIPELINE_NAME.match(run.pipeline):
+        raise ValueError(f"pipeline name {run.pipeline!r} must use letters, digits, '_', '-' or '.'")
     check_forecasts(forecasts)
     metadata = sa.MetaData()
     fc_table, run_table = forecast_table(table_name, metadata), runs_table(runs_name, metadata)
@@ -615,10 +626,6 @@ def write_forecasts(
                 _add_count_columns(conn, q_table, new_counts)
             part, stage = None, None
             if is_partitioned(conn, fc_table):
-                # publishes into the table take turns (readers do not wait): two re-runs that each drop
-                # a partition cannot deadlock on the table they both read
-                lock = f"LOCK TABLE ONLY {_qualified(conn, fc_table)} IN SHARE UPDATE EXCLUSIVE MODE"
-                conn.execute(sa.text(lock))
                 part = load_partition(conn, fc_table, forecasts, run, as_of, now)
                 replaced = part.replaced
             else:

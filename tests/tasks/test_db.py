@@ -16,6 +16,8 @@ def op_error(message: str) -> sa.exc.OperationalError:
         (op_error("database is locked"), True),
         (op_error('connection to server at "127.0.0.1", port 5432 failed: Connection refused'), True),
         (op_error("terminating connection due to administrator command"), True),
+        (op_error("deadlock detected\nDETAIL:  Process 1 waits for AccessExclusiveLock on relation 2"), True),
+        (op_error("canceling statement due to lock timeout"), True),
         (ConnectionResetError("peer reset"), True),
         (TimeoutError(), True),
         (op_error("no such table: readings"), False),

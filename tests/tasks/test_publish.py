@@ -178,7 +178,8 @@ def test_values_round_trip_exactly(db, sensor_cfg):
             "yhat_upper": [2.5, float("inf"), 0.0],
         }
     )
-    for version in ("lstm-a", "lstm-b"):  # a first publish, then every row replaced through staging
+    # a first publish, then every row replaced; the version's text is written into DDL on PostgreSQL
+    for version in ("lstm-a", "lstm-b 100% o'clock :x \\"):
         db.write(frame, record(sensor_cfg(), version=version))
         rows = db.forecasts().sort_values("ts").reset_index(drop=True)
         assert rows["series_id"].tolist() == ["Zürich/ß-7", "магазин 1", "c"]
@@ -452,6 +453,7 @@ def partitions(url: str, table: str) -> dict[str, tuple[str, int]]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
+            conn.execute(sa.text("set time zone 'UTC'"))  # the bounds as text, in UTC
             found = conn.execute(
                 sa.text(
                     "select c.relname, c.oid::regclass::text, pg_get_expr(c.relpartbound, c.oid) "
@@ -509,8 +511,12 @@ def test_each_publish_is_a_partition_of_its_pipeline_and_as_of(pg_db, sensor_cfg
     names = dict(zip(keys["t"], keys["conname"], strict=True))
     assert names == {n: f"{n}_pkey" for n in (first, second, other)}
 
-    # re-runs: each partition is replaced under its name, the others stay
-    result = pg_db.write(forecasts(series=("a", "c"), level=7.0), record(cfg, version="lstm-def"))
+    # re-runs: each partition is replaced under its name, the others stay; the session's time zone and
+    # date style do not change which partition a re-run finds
+    elsewhere = dataclasses.replace(
+        pg_db, url=pg_db.url + "?options=-c%20TimeZone%3DAsia%2FKolkata%20-c%20DateStyle%3DSQL%2CDMY"
+    )
+    result = elsewhere.write(forecasts(series=("a", "c"), level=7.0), record(cfg, version="lstm-def"))
     assert (result.rows, result.replaced, result.written) == (6, 9, 6)
     counts = {name: rows for name, (_, rows) in partitions(pg_db.url, t).items()}
     assert counts == {first: 6, second: 6, other: 3}
@@ -586,29 +592,37 @@ def test_partition_names_fit_postgres_identifiers():
         assert len(name.encode()) <= 58 and name.startswith("t" * 20) and name.endswith("_20240102_030405")
 
 
-def hold_the_first_until_another_waits(db: Db, monkeypatch) -> list[int]:
-    """The first publish to have its forecasts in stays inside its transaction until another session is
-    seen waiting for it (or 30 s); returns the list that records that wait."""
+@dataclass
+class Hold:
+    held: list[int]  # the backend pid of the publish held
+    came: list[int]  # the same pid once `until` came true
+
+
+def hold_the_first(monkeypatch, until) -> Hold:
+    """The first publish to have its forecasts in stays inside its transaction until `until(its backend
+    pid)` is true (or 30 s)."""
     real = tasks.publish.upsert_forecasts
-    held: list[int] = []
-    blocked: list[int] = []
+    hold = Hold([], [])
 
     def hold_first(conn, *args, **kwargs):
         written = real(conn, *args, **kwargs)
-        if not held:
-            held.append(conn.execute(sa.select(sa.func.pg_backend_pid())).scalar_one())
-            waiting = sa.text(
-                "select count(*) as n from pg_stat_activity where :pid = any(pg_blocking_pids(pid))"
-            ).bindparams(pid=held[0])
+        if not hold.held:
+            hold.held.append(conn.execute(sa.select(sa.func.pg_backend_pid())).scalar_one())
             deadline = time.monotonic() + 30
-            while not blocked and time.monotonic() < deadline:
-                if db.query(waiting)["n"][0]:
-                    blocked.append(held[0])
+            while not hold.came and time.monotonic() < deadline:
+                if until(hold.held[0]):
+                    hold.came.append(hold.held[0])
                 time.sleep(0.02)
         return written
 
     monkeypatch.setattr(tasks.publish, "upsert_forecasts", hold_first)
-    return blocked
+    return hold
+
+
+def another_waits_for(db: Db):
+    """`until` for hold_the_first: another session is seen waiting for the held one."""
+    waiting = "select count(*) as n from pg_stat_activity where :pid = any(pg_blocking_pids(pid))"
+    return lambda pid: bool(db.query(sa.text(waiting).bindparams(pid=pid))["n"][0])
 
 
 def in_threads(target, args: list) -> list[BaseException]:
@@ -630,21 +644,41 @@ def in_threads(target, args: list) -> list[BaseException]:
 
 
 @pytest.mark.postgres
-def test_two_reruns_of_other_as_ofs_at_once_take_turns(pg_db, sensor_cfg, monkeypatch):
-    """Each re-run drops the partition it replaces; they take turns on the table from the start instead
-    of each holding the table the other must drop from (a deadlock)."""
+def test_publishes_of_other_as_ofs_go_on_side_by_side(pg_db, sensor_cfg, monkeypatch):
+    """Two re-runs, each dropping the partition it replaces, the second also adding a repair count column
+    to the quality table: the second runs to its commit while the first is held with its partition loaded
+    (neither locks the forecast table before its swap, so neither waits for the other's locks there)."""
     cfg = sensor_cfg()
     days = ("2020-01-01", "2020-01-02")
     for day in days:
-        pg_db.write(forecasts(as_of=day), record(cfg, as_of=day))
-    blocked = hold_the_first_until_another_waits(pg_db, monkeypatch)
+        pg_db.write(forecasts(as_of=day), record(cfg, as_of=day), quality())
+    finished: list[str] = []
+    hold = hold_the_first(monkeypatch, until=lambda pid: bool(finished))
+    errors: list[BaseException] = []
 
     def rerun(day: str) -> None:
-        pg_db.write(forecasts(as_of=day, level=9.0), record(cfg, as_of=day, version="lstm-def"))
+        extra = {"outliers_clipped": 1} if day == days[1] else {}
+        try:
+            pg_db.write(
+                forecasts(as_of=day, level=9.0), record(cfg, as_of=day, version="lstm-def"), quality(**extra)
+            )
+            finished.append(day)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
 
-    assert in_threads(rerun, list(days)) == [] and len(blocked) == 1
+    first = threading.Thread(target=rerun, args=(days[0],))
+    first.start()
+    deadline = time.monotonic() + 30
+    while not hold.held and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = threading.Thread(target=rerun, args=(days[1],))
+    second.start()
+    for thread in (first, second):
+        thread.join()
+    assert errors == [] and hold.came == hold.held and finished == [days[1], days[0]]
     rows = pg_db.forecasts()
     assert len(rows) == 12 and set(rows["model_version"]) == {"lstm-def"} and rows["yhat"].min() == 9.0
+    assert pg_db.quality_rows()["outliers_clipped"].notna().sum() == 3
 
 
 @pytest.mark.postgres
@@ -654,12 +688,12 @@ def test_first_publishes_of_two_as_ofs_at_once_both_land(pg_db, sensor_cfg, monk
     until the other is seen waiting: the other then finds the tables instead of creating them again."""
     pg_db.partitioned = partitioned
     cfg = sensor_cfg()
-    blocked = hold_the_first_until_another_waits(pg_db, monkeypatch)
+    hold = hold_the_first(monkeypatch, until=another_waits_for(pg_db))
 
     def publish_day(day: str) -> None:
         pg_db.write(forecasts(as_of=day), record(cfg, as_of=day), quality())
 
-    assert in_threads(publish_day, ["2020-01-01", "2020-01-02"]) == [] and len(blocked) == 1
+    assert in_threads(publish_day, ["2020-01-01", "2020-01-02"]) == [] and hold.came == hold.held
     assert len(pg_db.forecasts()) == 12 and len(pg_db.runs_rows()) == 2 and len(pg_db.quality_rows()) == 6
 
 
@@ -688,3 +722,46 @@ def test_partitions_live_in_the_forecast_table_s_schema(pg_url, sensor_cfg):
         with engine.begin() as conn:
             conn.execute(sa.text(f"drop schema {schema} cascade"))
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_failure_after_the_swap_leaves_the_previous_partition(pg_db, sensor_cfg, monkeypatch):
+    cfg = sensor_cfg()
+    pg_db.write(forecasts(series=("a", "b")), record(cfg), quality())
+    before, parts = pg_db.forecasts(), partitions(pg_db.url, pg_db.table)
+    real = tasks.publish.swap_partition
+
+    def swap_then_fail(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("connection lost after the swap")
+
+    monkeypatch.setattr(tasks.publish, "swap_partition", swap_then_fail)
+    with pytest.raises(RuntimeError, match="connection lost after the swap"):
+        pg_db.write(forecasts(series=("c",), level=9.0), record(cfg, version="lstm-new"), quality())
+    pd.testing.assert_frame_equal(pg_db.forecasts(), before)
+    assert partitions(pg_db.url, pg_db.table) == parts
+    left = pg_db.query(sa.text("select count(*) as n from pg_class where relname like 'lstmcast_new_%'"))
+    assert left["n"][0] == 0
+
+
+@pytest.mark.postgres
+def test_partitions_are_loaded_by_insert_without_copy(pg_db, sensor_cfg, monkeypatch):
+    """Without the postgres extra's COPY (pgpq), the partition's rows go in by executemany."""
+    monkeypatch.setattr(tasks.publish, "_psycopg_connection", lambda conn: None)
+    cfg = sensor_cfg()
+    pg_db.write(forecasts(series=("a", "b")), record(cfg))
+    result = pg_db.write(forecasts(series=("b",), level=3.0), record(cfg, version="lstm-def"))
+    assert (result.rows, result.replaced, result.written) == (3, 6, 3)
+    rows = pg_db.forecasts()
+    assert set(rows["series_id"]) == {"b"} and rows["yhat"].tolist() == [3.0, 3.1, 3.2]
+    assert set(partitions(pg_db.url, pg_db.table)) == {f"{pg_db.table}_sensors_20200101_000000"}
+
+
+def test_a_pipeline_name_sql_cannot_take_is_refused(sensor_cfg, sqlite_url):
+    run = dataclasses.replace(record(sensor_cfg()), pipeline="sales'; drop table x")
+    with pytest.raises(
+        ValueError,
+        match=r"^pipeline name \"sales'; drop table x\" must use letters, digits, '_', '-' or '\.'$",
+    ):
+        write_forecasts(sqlite_url, "forecasts", "lstmcast_runs", forecasts(), run)
+    assert not sa.inspect(sa.create_engine(sqlite_url)).has_table("forecasts")
