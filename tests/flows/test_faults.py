@@ -257,8 +257,9 @@ def test_killed_inside_the_publish_transaction_then_rerun_gives_the_undisturbed_
     config = write_config(tmp_path / "c.toml", source, tmp_path / "work", **sections)
     engine = sa.create_engine(url)
     postgres = engine.dialect.name == "postgresql"
-    publisher = sa.text(  # its last statement wrote the forecast table or the partition named after it
-        "select pid from pg_stat_activity where state = 'idle in transaction' and query like :table"
+    publisher = sa.text(  # its last statement wrote the forecast table or a partition being loaded
+        "select pid from pg_stat_activity where state = 'idle in transaction' "
+        "and (query like :table or query like 'ALTER TABLE lstmcast_new_%')"
     ).bindparams(table=f"%{table}%")
     journal = tmp_path / "out.db-journal"
 
