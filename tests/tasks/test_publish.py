@@ -278,17 +278,22 @@ def test_existing_table_with_the_earlier_key_order_is_upserted(db, sensor_cfg):
     assert set(rows["series_id"]) == {"b"} and rows["yhat"].min() == 3.0
 
 
+def fail_after(monkeypatch, step: str) -> None:
+    """`tasks.publish.<step>` does its work, then the connection is 'lost'."""
+    real = getattr(tasks.publish, step)
+
+    def then_fail(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError(f"connection lost after the {step.split('_')[0]}")
+
+    monkeypatch.setattr(tasks.publish, step, then_fail)
+
+
 def test_failure_mid_publish_leaves_the_previous_rows_intact(db, sensor_cfg, monkeypatch):
     cfg = sensor_cfg()
     db.write(forecasts(series=("a", "b", "c")), record(cfg), quality())
     before, quality_before, runs_before = db.forecasts(), db.quality_rows(), db.runs_rows()
-    real = tasks.publish.upsert_forecasts
-
-    def upsert_then_fail(*args, **kwargs):
-        real(*args, **kwargs)
-        raise RuntimeError("connection lost after the upsert")
-
-    monkeypatch.setattr(tasks.publish, "upsert_forecasts", upsert_then_fail)
+    fail_after(monkeypatch, "upsert_forecasts")
     with pytest.raises(RuntimeError, match="connection lost after the upsert"):
         db.write(forecasts(series=("a",), level=9.0), record(cfg, version="lstm-new"), quality(series=("a",)))
     pd.testing.assert_frame_equal(db.forecasts(), before)
@@ -729,13 +734,7 @@ def test_a_failure_after_the_swap_leaves_the_previous_partition(pg_db, sensor_cf
     cfg = sensor_cfg()
     pg_db.write(forecasts(series=("a", "b")), record(cfg), quality())
     before, parts = pg_db.forecasts(), partitions(pg_db.url, pg_db.table)
-    real = tasks.publish.swap_partition
-
-    def swap_then_fail(*args, **kwargs):
-        real(*args, **kwargs)
-        raise RuntimeError("connection lost after the swap")
-
-    monkeypatch.setattr(tasks.publish, "swap_partition", swap_then_fail)
+    fail_after(monkeypatch, "swap_partition")
     with pytest.raises(RuntimeError, match="connection lost after the swap"):
         pg_db.write(forecasts(series=("c",), level=9.0), record(cfg, version="lstm-new"), quality())
     pd.testing.assert_frame_equal(pg_db.forecasts(), before)
