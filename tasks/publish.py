@@ -553,6 +553,31 @@ def swap_partition(conn: sa.Connection, table: sa.Table, part: Partition) -> Non
     conn.execute(sa.text(f"ALTER TABLE {named} DROP CONSTRAINT publish"))  # the bound says it now
 
 
+def write_plain(
+    conn: sa.Connection, table: sa.Table, forecasts: pd.DataFrame, run: RunRecord, as_of: datetime,
+    now: datetime, key_after_load: bool,
+) -> tuple[int, int]:  # fmt: skip
+    """The forecasts of (pipeline, as_of) into a plain table: the rows it held, and the rows written.
+    `key_after_load`: the table was created here without its key, which is built after the load: one
+    sorted index build instead of an index insert per row (PostgreSQL's advice for loading a fresh table)."""
+    replaced = conn.execute(
+        sa.select(sa.func.count()).select_from(table)
+        .where(table.c.pipeline == run.pipeline, table.c.as_of == as_of)
+    ).scalar_one()  # fmt: skip
+    stage = None
+    if key_after_load:
+        load_new_table(conn, table, forecasts, run, as_of, now)
+    elif not (replaced == 0 and copy_forecasts(conn, table, forecasts, run, as_of, now)):
+        stage = staging_table(conn)
+        load_staging(conn, stage, forecasts)
+    written = upsert_forecasts(conn, table, stage, run, as_of, now, len(forecasts), replaced)
+    if stage is not None:
+        stage.drop(conn)
+    if key_after_load:
+        conn.execute(sa.schema.AddConstraint(table.primary_key))
+    return replaced, written
+
+
 def quality_rows(
     quality: pd.DataFrame, counts: list[str], run: RunRecord, as_of: datetime
 ) -> list[dict[str, Any]]:
@@ -615,34 +640,19 @@ def write_forecasts(
             created = conn.dialect.name == "postgresql" and not sa.inspect(conn).has_table(
                 fc_table.name, schema=fc_table.schema
             )
-            # a plain forecast table created here gets its key after the first load: one sorted index
-            # build instead of an index insert per row (PostgreSQL's advice for loading a fresh table)
-            key_after_load = created and not partitioned
             if created:
                 made = forecast_table(table_name, sa.MetaData(), keyed=partitioned, partitioned=partitioned)
                 made.create(conn)
             metadata.create_all(conn, checkfirst=True)
             if q_table is not None:
                 _add_count_columns(conn, q_table, new_counts)
-            part, stage = None, None
             if is_partitioned(conn, fc_table):
                 part = load_partition(conn, fc_table, forecasts, run, as_of, now)
                 replaced = part.replaced
+                written = upsert_forecasts(conn, fc_table, None, run, as_of, now, n_rows, replaced)
             else:
-                replaced = conn.execute(
-                    sa.select(sa.func.count()).select_from(fc_table)
-                    .where(fc_table.c.pipeline == run.pipeline, fc_table.c.as_of == as_of)
-                ).scalar_one()  # fmt: skip
-                if key_after_load:
-                    load_new_table(conn, fc_table, forecasts, run, as_of, now)
-                elif not (replaced == 0 and copy_forecasts(conn, fc_table, forecasts, run, as_of, now)):
-                    stage = staging_table(conn)
-                    load_staging(conn, stage, forecasts)
-            written = upsert_forecasts(conn, fc_table, stage, run, as_of, now, n_rows, replaced)
-            if stage is not None:
-                stage.drop(conn)
-            if key_after_load:
-                conn.execute(sa.schema.AddConstraint(fc_table.primary_key))
+                part = None
+                replaced, written = write_plain(conn, fc_table, forecasts, run, as_of, now, created)
             written_quality = 0
             if q_table is not None and quality is not None:
                 same = (q_table.c.pipeline == run.pipeline) & (q_table.c.as_of == as_of)
