@@ -323,8 +323,11 @@ def _constants(run: RunRecord, as_of: datetime, now: datetime) -> dict[str, Any]
     }  # fmt: skip
 
 
-def _qualified(conn: sa.Connection, table: sa.Table) -> str:
-    return conn.dialect.identifier_preparer.format_table(table)
+def _qualified(conn: sa.Connection, table: sa.Table, name: str | None = None) -> str:
+    """`table`'s name as SQL writes it, or that of table `name` in the same schema."""
+    return conn.dialect.identifier_preparer.format_table(
+        table if name is None else sa.Table(name, sa.MetaData(), schema=table.schema)
+    )
 
 
 def _string(value: str | datetime) -> str:
@@ -509,7 +512,7 @@ def load_partition(
     check that it holds only (pipeline, as_of) so attaching it needs no scan. Nothing here locks `table`
     itself, so publishes of other as-ofs go on side by side until `swap_partition`."""
     name = partition_name(table.name, run.pipeline, as_of)
-    qualified = _qualified(conn, sa.Table(name, sa.MetaData(), schema=table.schema))
+    qualified = _qualified(conn, table, name)
     end = as_of + timedelta(microseconds=1)
     params = {"name": qualified, "parent": _qualified(conn, table), "pipeline": run.pipeline}
     found = conn.execute(_PARTITION_OF, params | {"start": as_of, "end": end}).one_or_none()
@@ -540,8 +543,8 @@ def swap_partition(conn: sa.Connection, table: sa.Table, part: Partition) -> Non
     publishes on (a second attach waits for the commit); dropping a replaced partition makes readers wait
     for the commit too."""
     quote = conn.dialect.identifier_preparer.quote
-    loaded = _qualified(conn, sa.Table(part.loaded_as, sa.MetaData(), schema=table.schema))
-    named = _qualified(conn, sa.Table(part.name, sa.MetaData(), schema=table.schema))
+    loaded = _qualified(conn, table, part.loaded_as)
+    named = _qualified(conn, table, part.name)
     if part.replaces:
         conn.execute(sa.text(f"DROP TABLE {part.replaces}"))
     conn.execute(sa.text(f"ALTER TABLE {loaded} RENAME TO {quote(part.name)}"))
