@@ -27,16 +27,16 @@ from tasks.cache import cached
 from tasks.clean import clean
 from tasks.config import PipelineConfig, load_config
 from tasks.extract import extract, resolve_as_of
-from tasks.forecast import SEASONAL_NAIVE, forecast_group, merge_forecasts, series_groups
+from tasks.forecast import forecast_group, merge_forecasts, series_groups
 from tasks.publish import build_run_record, publish
 from tasks.registry import REUSE, WARM_START, Selection, plan_training, register, reuse_champion
 from tasks.report import report
 from tasks.score import score
-from tasks.train import TrainOutput, train
+from tasks.train import TrainOutput, reproducibility, train
 from tasks.validate import GateFailed, backtest_fold, folds, gate, summarize_backtest
 
 GATE_FAILED = "GateFailed"  # final state name of a run whose LSTM lost the backtest with gate = "fail"
-FALLBACK = "CompletedWithFallback"  # final state name of a run that published seasonal naive instead
+FALLBACK = "CompletedWithFallback"  # final state name of a run that published a baseline instead
 
 
 def name_run_after(as_of: str) -> None:
@@ -88,11 +88,11 @@ def nightly_forecast(config_path: str, as_of: str | None = None, full_read: bool
         return Failed(name=GATE_FAILED, message=decision.message, data=GateFailed(decision.message))
 
     stages: dict[str, Any] = {"extract": extracted, "clean": cleaned, "validate": backtest}
-    checkpoint, model_version, training = None, SEASONAL_NAIVE, None
+    checkpoint, model_version, training = None, decision.baseline, None
     run_id = str(flow_run.id)
     fallback = None if decision.use_lstm else decision.message
     if decision.use_lstm:
-        model = choose_model(cfg, history, as_of_iso, run_id, backtest.summary)
+        model = choose_model(cfg, history, as_of_iso, run_id, backtest.summary, decision.baseline)
         training, fallback = model.training, model.fallback
         if model.trained is not None:
             stages["train"] = model.trained
@@ -102,12 +102,14 @@ def nightly_forecast(config_path: str, as_of: str | None = None, full_read: bool
     t_forecast = time.perf_counter()
     groups = series_groups(history, cfg.scale.forecast_groups)
     parts = [
-        cached(forecast_group).submit(cfg, checkpoint, history, cleaned.future_path, i, g)
+        cached(forecast_group).submit(cfg, checkpoint, history, cleaned.future_path, i, g, decision.baseline)
         for i, g in enumerate(groups)
     ]
     forecasts = stages["forecast"] = merge_forecasts(
         cfg, history, [p.result() for p in parts], time.perf_counter() - t_forecast
     )
+    stopped = stages["train"].stopped_reason if "train" in stages else None
+    reproducible = reproducibility(backtest.time_capped_folds, stopped)
     run = build_run_record(
         cfg,
         run_id=run_id,
@@ -121,6 +123,7 @@ def nightly_forecast(config_path: str, as_of: str | None = None, full_read: bool
             "training": training,
             "fallback": fallback,
             "interval": forecasts.interval,
+            "reproducible": reproducible,
         },
         timings=run_timings(stages),
         counts={name: dataclasses.asdict(result) for name, result in stages.items()},
@@ -135,6 +138,7 @@ def nightly_forecast(config_path: str, as_of: str | None = None, full_read: bool
         "gate": decision.message,
         "training": training,
         "fallback": fallback,
+        "reproducible": reproducible,
         "interval": forecasts.interval,
         "backtest": backtest.summary,
         "series_forecast": forecasts.series,
@@ -161,8 +165,9 @@ class ModelChoice:
 
 
 def choose_model(
-    cfg: PipelineConfig, history: str, as_of: str, run_id: str, backtest: dict[str, dict[str, float]]
-) -> ModelChoice:
+    cfg: PipelineConfig, history: str, as_of: str, run_id: str, backtest: dict[str, dict[str, float]],
+    baseline: str,
+) -> ModelChoice:  # fmt: skip
     """Plan from the registry, then reuse the champion or train a challenger and let it challenge."""
     plan = plan_training(cfg, history, as_of)
     training = {"plan": plan.action, "reason": plan.reason}
@@ -178,7 +183,10 @@ def choose_model(
         failure = attempt.result(raise_on_failure=False)
         if not (isinstance(failure, FloatingPointError) and cfg.training.on_failure == "fallback"):
             raise failure
-        fallback = f"training failed ({failure}); training.on_failure = 'fallback': publishing seasonal naive"
+        fallback = (
+            f"training failed ({failure}); training.on_failure = 'fallback': "
+            f"publishing the {baseline} forecast"
+        )
         get_run_logger().error(fallback)
         return ModelChoice(None, None, training, fallback)
     trained = attempt.result()

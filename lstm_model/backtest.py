@@ -1,4 +1,4 @@
-"""Rolling-origin backtest of the LSTM against naive baselines.
+"""Rolling-origin backtest of the LSTM against the cheap baselines (lstm_model.baselines).
 
 Every fold refits from scratch on data before its cutoff (scaler included, inside `fit`), so no
 statistic or weight has seen the test period; all models are scored on the same series and steps.
@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import TimeSeriesSplit
 
-from lstm_model.baselines import naive_quantiles
+from lstm_model.baselines import BASELINES, baseline_quantiles
 from lstm_model.config import ModelConfig, TrainConfig
 from lstm_model.metrics import coverage, mae, mase, rmse, smape
 from lstm_model.panel import Panel
 from lstm_model.train import TrainResult, fit, predict, predict_origins, quantile_pairs
 
-MODELS = ("lstm", "seasonal_naive", "naive")
-COLUMNS = ("fold", "cutoff", "series_id", "model", "mae", "rmse", "smape", "mase", "coverage")
+MODELS = ("lstm", *BASELINES)
+# `stopped`: why the fold's LSTM fit ended (TrainResult.stopped_reason), the same on every row of a fold
+COLUMNS = ("fold", "cutoff", "series_id", "model", "mae", "rmse", "smape", "mase", "coverage", "stopped")
 METRICS = ("mae", "rmse", "smape", "mase", "coverage")
 
 
@@ -88,7 +89,7 @@ def fold_plan(panel: Panel, horizon: int, window: int, n_folds: int) -> list[tup
 
 def _score_rows(
     fold: int, cutoff: int, ids: list[str], forecasts: dict[str, np.ndarray], test: Panel, train: Panel,
-    model_cfg: ModelConfig, season_length: int,
+    model_cfg: ModelConfig, season_length: int, stopped: str,
 ) -> list[dict[str, object]]:  # fmt: skip
     median, pairs = model_cfg.median_index, quantile_pairs(model_cfg.quantiles)
     outer = pairs[0] if pairs else None
@@ -110,6 +111,7 @@ def _score_rows(
                     "smape": smape(y, yhat),
                     "mase": mase(y, yhat, insample, season_length),
                     "coverage": covered,
+                    "stopped": stopped,
                 }
             )
     return rows
@@ -128,12 +130,14 @@ def run_fold(
     test_panel = panel.slice_global(cutoff, cutoff + horizon).select(ids)
     result = fit(train_panel, model_cfg, train_cfg)
     future = list(test_panel.future_covariates) if panel.n_future > 0 else None
-    forecasts = {
-        "lstm": predict(result, train_panel, future),
-        "seasonal_naive": naive_quantiles(train_panel, horizon, season_length, levels),
-        "naive": naive_quantiles(train_panel, horizon, 1, levels),
-    }
-    return _score_rows(fold, cutoff, ids, forecasts, test_panel, train_panel, model_cfg, season_length)
+    forecasts = {"lstm": predict(result, train_panel, future)}
+    for name in BASELINES:
+        forecasts[name] = baseline_quantiles(
+            name, train_panel, horizon, season_length, model_cfg.lookback, levels
+        )
+    return _score_rows(
+        fold, cutoff, ids, forecasts, test_panel, train_panel, model_cfg, season_length, result.stopped_reason
+    )
 
 
 def holdout_mase(result: TrainResult, panel: Panel, season_length: int) -> float:

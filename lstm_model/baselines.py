@@ -1,8 +1,14 @@
-"""Reference forecasts every LSTM result is compared against (and falls back to)."""
+"""Reference forecasts every LSTM result is compared against (and falls back to).
+
+The cheap forecasts a forecaster tries first: the last value (naive), the last season (seasonal naive),
+the median of the recent window (a flat level, strong on noisy or intermittent sales) and the mean of
+each season position over the recent window (a denoised seasonal profile). `window` is the model's
+lookback, so the baselines see exactly the history the LSTM sees.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from statistics import NormalDist
 
 import numpy as np
@@ -46,7 +52,7 @@ def naive_quantiles(panel: Panel, horizon: int, season_length: int, quantiles: S
     """
     _check_positive("horizon", horizon)
     _check_positive("season_length", season_length)
-    z = np.array([NormalDist().inv_cdf(q) for q in quantiles])  # (Q,)
+    z = _z(quantiles)
     out = np.empty((panel.n_series, horizon, len(z)), dtype=np.float64)
     for i, y in enumerate(panel.target):
         y = y.astype(np.float64)
@@ -57,3 +63,69 @@ def naive_quantiles(panel: Panel, horizon: int, season_length: int, quantiles: S
         seasons_ahead = np.arange(horizon) // lag + 1  # (horizon,)
         out[i] = point[:, None] + z[None, :] * sigma * np.sqrt(seasons_ahead)[:, None]
     return out
+
+
+def _z(quantiles: Sequence[float]) -> np.ndarray:
+    return np.array([NormalDist().inv_cdf(q) for q in quantiles])  # (Q,)
+
+
+def recent_median_quantiles(
+    panel: Panel, horizon: int, window: int, quantiles: Sequence[float]
+) -> np.ndarray:
+    """Flat forecast at each series' median of its last `window` values, with the empirical quantiles
+    of those values as the interval -> (n_series, horizon, Q) float64."""
+    _check_positive("horizon", horizon)
+    _check_positive("window", window)
+    levels = np.asarray(quantiles, dtype=np.float64)
+    out = np.empty((panel.n_series, horizon, len(levels)), dtype=np.float64)
+    for i, y in enumerate(panel.target):
+        recent = np.asarray(y[-window:], dtype=np.float64)
+        out[i] = np.quantile(recent, levels)[None, :]
+    return out
+
+
+def seasonal_mean_quantiles(
+    panel: Panel, horizon: int, season_length: int, window: int, quantiles: Sequence[float]
+) -> np.ndarray:
+    """Each step forecast by the mean of its season position over the last `window` values (whole
+    seasons, at least one), with normal quantiles from the spread around those means
+    -> (n_series, horizon, Q) float64.
+
+    The spread is sigma * sqrt(1 + 1/k): the residual RMS around the position means, plus the error of a
+    mean of k seasons. A window of one season is seasonal naive with the residual spread of zero.
+    """
+    _check_positive("horizon", horizon)
+    _check_positive("season_length", season_length)
+    _check_positive("window", window)
+    z = _z(quantiles)
+    out = np.empty((panel.n_series, horizon, len(z)), dtype=np.float64)
+    for i, y in enumerate(panel.target):
+        m = season_length if len(y) >= season_length else 1
+        k = max(1, min(window, len(y)) // m)  # whole seasons in the window
+        recent = np.asarray(y[len(y) - k * m :], dtype=np.float64).reshape(k, m)  # (seasons, m)
+        profile = recent.mean(axis=0)  # (m,): mean of each season position; the last value is at m - 1
+        resid = recent - profile
+        sigma = float(np.sqrt(np.mean(resid**2) * k / (k - 1))) if k > 1 else 0.0
+        point = profile[np.arange(horizon) % m]  # (horizon,): step h is position h of the next season
+        out[i] = point[:, None] + z[None, :] * sigma * np.sqrt(1.0 + 1.0 / k)
+    return out
+
+
+BaselineFn = Callable[[Panel, int, int, int, Sequence[float]], np.ndarray]
+
+# name -> f(panel, horizon, season_length, window, quantiles) -> (n_series, horizon, Q)
+BASELINES: dict[str, BaselineFn] = {
+    "seasonal_naive": lambda p, h, m, w, q: naive_quantiles(p, h, m, q),
+    "naive": lambda p, h, m, w, q: naive_quantiles(p, h, 1, q),
+    "recent_median": lambda p, h, m, w, q: recent_median_quantiles(p, h, w, q),
+    "seasonal_mean": seasonal_mean_quantiles,
+}
+
+
+def baseline_quantiles(
+    name: str, panel: Panel, horizon: int, season_length: int, window: int, quantiles: Sequence[float]
+) -> np.ndarray:
+    """The baseline `name` (one of BASELINES) -> (n_series, horizon, Q) float64."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose one of {sorted(BASELINES)}")
+    return BASELINES[name](panel, horizon, season_length, window, quantiles)

@@ -1,6 +1,6 @@
 """Model and training configuration.
 
-Frozen and validated on construction so a bad YAML value fails before any data is loaded,
+Frozen and validated on construction so a bad config value fails before any data is loaded,
 with a message that names the offending field.
 """
 
@@ -16,6 +16,8 @@ from lstm_model.device import is_valid_device_string
 
 _C = TypeVar("_C", "ModelConfig", "TrainConfig")
 PRECISIONS = ("auto", "fp32", "bf16")
+LOSSES = ("pinball", "mse")
+MAX_AUTO_STEPS = 50  # batches per epoch when steps_per_epoch is left to the data
 
 
 def _is_int(value: Any) -> bool:
@@ -133,7 +135,8 @@ class TrainConfig:
     time steps (at least `horizon` steps) holds the validation targets."""
 
     max_epochs: int = 30
-    steps_per_epoch: int = 50
+    # batches per epoch; None: one pass over the training windows, at most MAX_AUTO_STEPS batches
+    steps_per_epoch: int | None = None
     batch_size: int = 256
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -147,12 +150,16 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on a CUDA device that supports it, fp32 elsewhere
     threads: int | None = None  # CPU intra-op threads; None: every core this process may use
     calibrate: bool = True  # widen/narrow the intervals so they cover as promised on validation windows
+    # start the linear skip path at the least-squares linear forecaster; False: at the naive forecast
+    linear_init: bool = False
+    loss: str = "pinball"  # pinball (median point forecast and quantiles) | mse (one mean forecast)
     # stop with an error when an epoch's validation loss exceeds this multiple of the best so far
     divergence_factor: float | None = 10.0
 
     def __post_init__(self) -> None:
         _check_int("train", "max_epochs", self.max_epochs, 1)
-        _check_int("train", "steps_per_epoch", self.steps_per_epoch, 1)
+        if self.steps_per_epoch is not None:
+            _check_int("train", "steps_per_epoch", self.steps_per_epoch, 1)
         _check_int("train", "batch_size", self.batch_size, 1)
         _check_int("train", "patience", self.patience, 1)
         _check_int("train", "max_val_windows", self.max_val_windows, 1)
@@ -186,11 +193,21 @@ class TrainConfig:
             raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.threads is not None:
             _check_int("train", "threads", self.threads, 1)
-        if not isinstance(self.calibrate, bool):
-            raise ValueError(f"train.calibrate must be true or false, got {self.calibrate!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"train.loss must be one of {LOSSES}, got {self.loss!r}")
+        for name in ("calibrate", "linear_init"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def epoch_steps(self, train_windows: int) -> int:
+        """Batches per epoch: `steps_per_epoch`, or by default one pass over the `train_windows` training
+        windows capped at MAX_AUTO_STEPS, so a small panel is not trained for hundreds of passes."""
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return max(1, min(MAX_AUTO_STEPS, math.ceil(train_windows / self.batch_size)))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:

@@ -92,6 +92,20 @@ class LSTMForecaster(nn.Module):
         if tuple(x_future.shape) != expected:
             raise ValueError(f"x_future must have shape {expected}, got {tuple(x_future.shape)}")
 
+    def normalise(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each window relative to its last value, in units of its own spread: target (batch, lookback)
+        -> centred (batch, lookback), last (batch, 1), spread (batch, 1). Forecasts are
+        `last + spread * output`, so the linear skip path maps `centred` to the output directly."""
+        last = target[:, -1:]  # (batch, 1): last observed scaled target
+        centred = target - last  # (batch, lookback): the window with its level removed
+        spread = torch.ones_like(last)  # (batch, 1)
+        if self.cfg.instance_norm:
+            # Population std (correction=0): a one-step lookback has spread 0 (then the floor), not nan.
+            spread = target.std(dim=1, correction=0, keepdim=True)  # (batch, 1)
+            spread = spread.clamp_min(INSTANCE_NORM_FLOOR)  # (batch, 1)
+            centred = centred / spread  # (batch, lookback): level and scale removed
+        return centred, last, spread
+
     def forward(
         self,
         x_past: torch.Tensor,
@@ -102,15 +116,7 @@ class LSTMForecaster(nn.Module):
         n_future); series (batch,) indices when the model embeds series -> (batch, horizon, n_quantiles)."""
         self._check_inputs(x_past, x_future, series)
         batch, horizon, ctx = x_past.shape[0], self.cfg.horizon, self.cfg.context_size
-        target = x_past[:, :, 0]  # (batch, lookback): scaled target history
-        last = target[:, -1:]  # (batch, 1): last observed scaled target
-        centred = target - last  # (batch, lookback): the window with its level removed
-        spread = torch.ones_like(last)  # (batch, 1)
-        if self.cfg.instance_norm:
-            # Population std (correction=0): a one-step lookback has spread 0 (then the floor), not nan.
-            spread = target.std(dim=1, correction=0, keepdim=True)  # (batch, 1)
-            spread = spread.clamp_min(INSTANCE_NORM_FLOOR)  # (batch, 1)
-            centred = centred / spread  # (batch, lookback): level and scale removed
+        centred, last, spread = self.normalise(x_past[:, :, 0])
         inputs = torch.cat([centred.unsqueeze(-1), x_past[:, :, 1:]], dim=2)  # (batch, lookback, n_inputs)
         if self.patch is not None:
             n_patches = self.cfg.lookback // self.cfg.patch_len

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lstm_model.config import PRECISIONS, ModelConfig, TrainConfig
+from lstm_model.config import LOSSES, PRECISIONS, ModelConfig, TrainConfig
 from lstm_model.device import select_device
 from lstm_model.model import LSTMForecaster
 from lstm_model.panel import Panel
@@ -27,6 +27,14 @@ GPU_DATA_FRACTION = 0.5  # keep the data on the GPU when it takes at most this s
 # Validation windows the intervals are calibrated on, at most: a 90% score quantile from 4096 windows is
 # stable to about a percent, and the cap bounds the time and the (windows, horizon, Q) memory it costs.
 CALIBRATION_WINDOWS = 4096
+# Training windows the linear skip path is fitted on, at most, and its ridge penalty (relative to the
+# mean input variance): enough windows to pin down lookback x horizon weights, in well under a second.
+LINEAR_WINDOWS = 50_000
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Why a fit ended when train.time_budget_s stopped it: a safety cap, and the one stop that depends on the
+# machine's speed and load, so such a model is not reproducible from its data and seed.
+TIME_BUDGET = "time_budget"
+LINEAR_RIDGE = 1e-3
 
 
 @dataclass
@@ -39,9 +47,11 @@ class TrainResult:
     train_config: TrainConfig
     past_names: tuple[str, ...]
     future_names: tuple[str, ...]
-    history: list[dict[str, Any]]  # per epoch: epoch, train_loss, val_loss, lr, seconds
+    # per epoch: epoch, train_loss, val_loss, lr, seconds; epoch 0 (train_loss None) is the model before
+    # training, so best_epoch 0 means no epoch improved on it
+    history: list[dict[str, Any]]
     best_epoch: int
-    stopped_reason: str  # "early_stopping" | "max_epochs" | "time_budget"
+    stopped_reason: str  # "early_stopping" | "max_epochs" | TIME_BUDGET
     device: str  # device it was trained on
     # (n_pairs, horizon): conformal widening (scaled units) of each symmetric quantile pair, outermost first
     calibration: np.ndarray
@@ -106,6 +116,23 @@ def pinball_loss(pred: torch.Tensor, y: torch.Tensor, levels: torch.Tensor) -> t
     return torch.maximum(levels * err, (levels - 1.0) * err).mean()
 
 
+def loss_function(name: str, levels: Sequence[float]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training and early-stopping loss: `pinball` over every quantile (the median is then the
+    point forecast), or `mse` of the single output (the point forecast is then the mean, for users
+    scored by squared error). pred (batch, horizon, Q), y (batch, horizon) -> scalar."""
+    if name not in LOSSES:
+        raise ValueError(f"train.loss must be one of {LOSSES}, got {name!r}")
+    if name == "mse":
+        if tuple(levels) != (0.5,):
+            raise ValueError(
+                "train.loss 'mse' trains one point forecast: model.quantiles must be [0.5], "
+                f"got {list(levels)}"
+            )
+        return lambda pred, y: ((pred.float()[:, :, 0] - y) ** 2).mean()
+    tensor = torch.tensor(tuple(levels), dtype=torch.float32)
+    return lambda pred, y: pinball_loss(pred, y, tensor.to(pred.device))
+
+
 def quantile_pairs(levels: Sequence[float]) -> list[tuple[int, int]]:
     """Index pairs (lower, upper) of symmetric quantiles, e.g. (0.1, 0.9), outermost first: each one is a
     central interval. Pairs are matched by value, so (0.1, 0.2, 0.5, 0.8) still pairs 0.2 with 0.8; a
@@ -160,10 +187,39 @@ class _Runner:
         return np.concatenate(preds), np.concatenate(ys)
 
 
-def _evaluate(run: _Runner, starts: np.ndarray, batch_size: int, levels: torch.Tensor) -> float:
-    """Mean pinball loss (scaled target) over the windows at `starts`: the early-stopping score."""
+def fit_linear_skip(
+    model: LSTMForecaster, run: _Runner, starts: np.ndarray, ridge: float = LINEAR_RIDGE
+) -> None:
+    """Set the model's linear skip path (the highway) to the least-squares linear forecaster of the
+    windows at `starts`, in the model's own normalised units (NLinear, Zeng et al. 2023, in closed form).
+
+    With the decoder's last layer at zero, the model then starts as that linear forecaster, which can
+    already repeat a season, average the recent weeks or follow a trend, and the LSTM only learns what it
+    misses. `ridge` is relative to the mean variance of the inputs, so it does not depend on the scale.
+    """
+    xs, ys = [], []
+    with torch.no_grad():
+        for i in range(0, len(starts), PREDICT_BATCH):
+            batch = run.batch(starts[i : i + PREDICT_BATCH])
+            centred, last, spread = model.normalise(batch.x_past[:, :, 0].float())
+            xs.append(centred.double())  # (batch, lookback)
+            ys.append(((batch.y.float() - last) / spread).double())  # (batch, horizon)
+        x, y = torch.cat(xs), torch.cat(ys)
+        x_mean, y_mean = x.mean(dim=0), y.mean(dim=0)
+        xc, yc = x - x_mean, y - y_mean
+        gram = xc.T @ xc  # (lookback, lookback)
+        penalty = ridge * float(gram.diagonal().mean()) + 1e-12
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        weight = torch.linalg.solve(gram + penalty * eye, xc.T @ yc)  # (lookback, horizon)
+        bias = y_mean - x_mean @ weight  # (horizon,)
+        model.highway.weight.copy_(weight.T.to(model.highway.weight.dtype))
+        model.highway.bias.copy_(bias.to(model.highway.bias.dtype))
+
+
+def _evaluate(run: _Runner, starts: np.ndarray, batch_size: int, loss: LossFn) -> float:
+    """Mean training loss (scaled target) over the windows at `starts`: the early-stopping score."""
     pred, y = run.predict_scaled(starts, batch_size)
-    return float(pinball_loss(torch.from_numpy(pred), torch.from_numpy(y), levels.cpu()))
+    return float(loss(torch.from_numpy(pred), torch.from_numpy(y)))
 
 
 def _check_trainable(panel: Panel, model_cfg: ModelConfig, train_cfg: TrainConfig) -> StartRanges:
@@ -300,7 +356,7 @@ def _fit(
         model.load_state_dict(init.model.state_dict())
     model = model.to(device)
     run = _Runner(model, source, device, bf16)
-    levels = torch.tensor(model_cfg.quantiles, dtype=torch.float32, device=device)
+    loss_fn = loss_function(train_cfg.loss, model_cfg.quantiles)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay
     )
@@ -309,10 +365,33 @@ def _fit(
     )
     eval_batch = max(train_cfg.batch_size, EVAL_BATCH_MIN)
     budget = train_cfg.time_budget_s
+    epoch_steps = train_cfg.epoch_steps(train_ranges.total)
 
-    history: list[dict[str, Any]] = []
-    best_val, best_epoch, bad_epochs = math.inf, 0, 0
-    best_state: dict[str, torch.Tensor] | None = None
+    if init is None and train_cfg.linear_init:
+        fit_linear_skip(model, run, train_ranges.evenly(LINEAR_WINDOWS))
+    # Epoch 0 is the model before any step (the linear forecaster, or the warm start's weights): it is
+    # the first candidate, so training only ever replaces it with something better on validation.
+    t_epoch = time.monotonic()
+    initial_val = _evaluate(run, val_starts, eval_batch, loss_fn)
+    if not math.isfinite(initial_val):
+        raise FloatingPointError(
+            f"validation loss of the model before training is {initial_val}: its forecasts are not finite"
+        )
+    entry = {
+        "epoch": 0,
+        "train_loss": None,  # nothing trained yet
+        "val_loss": initial_val,
+        "lr": optimizer.param_groups[0]["lr"],
+        "seconds": time.monotonic() - t_epoch,
+    }
+    history: list[dict[str, Any]] = [entry]
+    if on_epoch is not None:
+        on_epoch(dict(entry))
+    best_val, best_epoch, bad_epochs = initial_val, 0, 0
+    # Divergence is judged against trained epochs only: a near-perfect linear start is no reason to call
+    # the first steps away from it a divergence.
+    best_trained = math.inf
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     stopped_reason = "max_epochs"
     total_steps = 0
     for epoch in range(1, train_cfg.max_epochs + 1):
@@ -321,14 +400,14 @@ def _fit(
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on device: no per-step sync
         steps, out_of_time = 0, False
-        for _ in range(train_cfg.steps_per_epoch):
+        for _ in range(epoch_steps):
             # At least one step always runs, so there is a validated model to keep even if setup
             # alone used up the budget.
             if budget is not None and total_steps > 0 and time.monotonic() - t_start > budget:
                 out_of_time = True
                 break
             batch = run.batch(train_ranges.sample(rng, train_cfg.batch_size))
-            loss = pinball_loss(run(batch), batch.y, levels)
+            loss = loss_fn(run(batch), batch.y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
@@ -337,7 +416,7 @@ def _fit(
             steps += 1
             total_steps += 1
         if steps == 0:  # budget ran out at the epoch boundary: nothing new to validate
-            stopped_reason = "time_budget"
+            stopped_reason = TIME_BUDGET
             break
 
         train_loss = loss_sum.item() / steps
@@ -345,14 +424,14 @@ def _fit(
             raise FloatingPointError(
                 f"training loss became {train_loss} in epoch {epoch}; try a lower learning_rate or grad_clip"
             )
-        epoch_val = _evaluate(run, val_starts, eval_batch, levels)
+        epoch_val = _evaluate(run, val_starts, eval_batch, loss_fn)
         if not math.isfinite(epoch_val):
             raise FloatingPointError(f"validation loss became {epoch_val} in epoch {epoch}")
         factor = train_cfg.divergence_factor
-        if factor is not None and epoch_val > factor * best_val:
+        if factor is not None and epoch_val > factor * best_trained:
             raise FloatingPointError(
                 f"training diverged: validation loss {epoch_val:.4g} in epoch {epoch} is more than "
-                f"{factor:g}x the best so far ({best_val:.4g}); try a lower learning_rate"
+                f"{factor:g}x the best so far ({best_trained:.4g}); try a lower learning_rate"
             )
 
         entry = {
@@ -363,6 +442,7 @@ def _fit(
             "seconds": time.monotonic() - t_epoch,
         }
         history.append(entry)
+        best_trained = min(best_trained, epoch_val)
         if epoch_val < best_val:
             best_val, best_epoch, bad_epochs = epoch_val, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -372,14 +452,12 @@ def _fit(
         if on_epoch is not None:
             on_epoch(dict(entry))
         if out_of_time:
-            stopped_reason = "time_budget"
+            stopped_reason = TIME_BUDGET
             break
         if bad_epochs >= train_cfg.patience:
             stopped_reason = "early_stopping"
             break
 
-    if best_state is None:  # unreachable: epoch 1 always trains >= 1 step and a finite val loss beats inf
-        raise RuntimeError("training produced no validated epoch")
     model.load_state_dict(best_state)
     pairs = quantile_pairs(model_cfg.quantiles)
     calibration = np.zeros((len(pairs), model_cfg.horizon))

@@ -197,26 +197,48 @@ class ModelSection(_Section):
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     context_size: int = Field(default=16, ge=1)
     instance_norm: bool = True
-    patch_len: int = Field(default=1, ge=1)
+    # "auto": one season per segment when the lookback holds at least two whole seasons (`auto_patch_len`)
+    patch_len: int | Literal["auto"] = "auto"
+
+    @field_validator("patch_len", mode="before")
+    @classmethod
+    def _patch_len(cls, v: Any) -> Any:
+        if v != "auto" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"model.patch_len must be 'auto' or a positive integer, got {v!r}")
+        return v
+
     embedding_dim: int = Field(default=0, ge=0)
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
 
 
 class TrainingSection(_Section):
     max_epochs: int = Field(default=30, ge=1)
-    steps_per_epoch: int = Field(default=50, ge=1)
+    # batches per epoch; "auto": one pass over the training windows, at most 50 batches
+    steps_per_epoch: int | Literal["auto"] = "auto"
+
+    @field_validator("steps_per_epoch", mode="before")
+    @classmethod
+    def _steps(cls, v: Any) -> Any:
+        if v != "auto" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"training.steps_per_epoch must be 'auto' or a positive integer, got {v!r}")
+        return v
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     patience: int = Field(default=4, ge=1)
     grad_clip: float = Field(default=1.0, gt=0)
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
-    time_budget_s: float | None = Field(default=120.0, gt=0)
+    # A safety cap on each fit's wall-clock seconds, not the stopping rule: epochs, steps and early
+    # stopping decide how long a fit trains, so the same data and seed give the same model on a busy
+    # machine. A fit the cap stops is logged and recorded as "stopped by time, not reproducible".
+    time_budget_s: float | None = Field(default=600.0, gt=0)
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     calibrate: bool = True
+    linear_init: bool = False  # start the linear skip path at the least-squares linear forecaster
+    loss: Literal["pinball", "mse"] = "pinball"  # mse: one mean forecast, needs model.quantiles = [0.5]
     divergence_factor: float | None = Field(default=10.0, gt=1)  # val loss above this x the best: failed
     # a training that fails (non-finite or diverging loss): fail the run, or publish seasonal naive
     on_failure: Literal["fail", "fallback"] = "fail"
@@ -283,6 +305,16 @@ class ScaleSection(_Section):
     forecast_groups: int = Field(default=1, ge=1)
 
 
+def auto_patch_len(lookback: int, season_length: int) -> int:
+    """Segment length the LSTM reads the lookback in: one season when the lookback is at least two whole
+    seasons (a week of hours as 7 daily segments), otherwise single steps. A segment per season keeps
+    the recurrence short (7 steps instead of 168), which trains about 10x faster and lets the LSTM
+    compare whole seasons."""
+    if season_length > 1 and lookback % season_length == 0 and lookback >= 2 * season_length:
+        return season_length
+    return 1
+
+
 class PipelineConfig(_Section):
     name: str
     source: SourceConfig
@@ -303,18 +335,27 @@ class PipelineConfig(_Section):
 
     @model_validator(mode="after")
     def _model_buildable(self) -> PipelineConfig:
-        """Checks that need several sections at once (lookback vs patch_len, the quantile list)."""
-        self.model_config_for_lstm()
+        """Checks that need several sections at once (lookback vs patch_len, the quantile list, the loss)."""
+        model = self.model_config_for_lstm()
+        if self.training.loss == "mse" and model.quantiles != (0.5,):
+            raise ValueError(
+                f"training.loss 'mse' trains one point forecast: model.quantiles must be [0.5], "
+                f"got {list(model.quantiles)}"
+            )
         self.train_config()
         return self
 
     def model_config_for_lstm(self) -> ModelConfig:
-        return ModelConfig(
-            lookback=self.forecast.lookback, horizon=self.forecast.horizon, **self.model.model_dump()
-        )
+        settings = self.model.model_dump()
+        if settings["patch_len"] == "auto":
+            settings["patch_len"] = auto_patch_len(self.forecast.lookback, self.data.season_length)
+        return ModelConfig(lookback=self.forecast.lookback, horizon=self.forecast.horizon, **settings)
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(**self.training.model_dump(exclude={"on_failure"}))
+        settings = self.training.model_dump(exclude={"on_failure"})
+        if settings["steps_per_epoch"] == "auto":
+            settings["steps_per_epoch"] = None
+        return TrainConfig(**settings)
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with passwords removed, for logs and the runs table."""

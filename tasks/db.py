@@ -80,6 +80,26 @@ def split_table(name: str) -> tuple[str | None, str]:
     return (schema or None), table
 
 
+def add_columns(conn: sa.Connection, table: sa.Table, names: list[str]) -> None:
+    """Add the columns `names` of `table`'s definition to the existing table, with their types; they must
+    be nullable, so older rows read NULL ("not recorded then"). Names are quoted by the dialect."""
+    preparer = conn.dialect.identifier_preparer
+    for name in names:
+        kind = table.c[name].type.compile(dialect=conn.dialect)
+        conn.execute(
+            sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.quote(name)} {kind}")
+        )
+
+
+def missing_columns(conn: sa.Connection, table: sa.Table) -> list[str]:
+    """Columns of `table`'s definition that the existing table lacks ([] when there is no table)."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(table.name, schema=table.schema):
+        return []
+    present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+    return [c.name for c in table.columns if c.name not in present]
+
+
 def reflect_table(engine: Engine, name: str) -> sa.Table:
     """`name` with its columns and their declared types (no keys or indexes: two catalog queries instead
     of full reflection's many); a missing table is reported with the database it was looked for in."""

@@ -1,7 +1,7 @@
 """Forecast: `horizon` steps after as-of for every usable series, with a prediction interval.
 
-The forecast comes from the trained checkpoint, or, when the backtest gate chose the baseline, from
-seasonal naive with its textbook normal intervals.
+The forecast comes from the trained checkpoint, or, when the LSTM is not used (the backtest gate or a
+failed training fell back), from the baseline that scored best in the backtest, with its intervals.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from lstm_model.baselines import naive_quantiles
+from lstm_model.baselines import baseline_quantiles
 from lstm_model.checkpoint import load_checkpoint
 from lstm_model.panel import Panel
 from lstm_model.train import predict, quantile_pairs
@@ -117,14 +117,16 @@ def series_groups(history_path: str, groups: int) -> list[tuple[str, ...]]:
 
 def forecast_series(
     cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str,
-    series: tuple[str, ...] | None = None,
+    series: tuple[str, ...] | None = None, baseline: str = SEASONAL_NAIVE,
 ) -> tuple[pd.DataFrame, float | None]:  # fmt: skip
-    """Forecast frame of `series` (all when None) from the checkpoint, or seasonal naive without one."""
+    """Forecast frame of `series` (all when None) from the checkpoint, or from `baseline` without one."""
     panel = load_panel(cfg, history_path, series)
     index = horizon_index(cfg, history_path)
     levels = cfg.model_config_for_lstm().quantiles
     if checkpoint_path is None:
-        q = naive_quantiles(panel, cfg.forecast.horizon, cfg.data.season_length, levels)
+        q = baseline_quantiles(
+            baseline, panel, cfg.forecast.horizon, cfg.data.season_length, cfg.forecast.lookback, levels
+        )
     else:
         model = load_checkpoint(checkpoint_path)
         q = predict(model, panel, future_arrays(cfg, future_path, index, panel.series_ids))
@@ -133,10 +135,10 @@ def forecast_series(
 
 def write_forecast_part(
     cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str, group: int,
-    series: tuple[str, ...],
+    series: tuple[str, ...], baseline: str = SEASONAL_NAIVE,
 ) -> str:  # fmt: skip
     """One group's forecasts, next to the history as forecast-part-<group>.parquet."""
-    frame, _ = forecast_series(cfg, checkpoint_path, history_path, future_path, series)
+    frame, _ = forecast_series(cfg, checkpoint_path, history_path, future_path, series, baseline)
     path = Path(history_path).with_name(f"forecast-part-{group:04d}.parquet")
     write_parquet_atomic(frame, path)
     return str(path)
@@ -183,9 +185,9 @@ def forecast(
 @task
 def forecast_group(
     cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str, group: int,
-    series: tuple[str, ...],
+    series: tuple[str, ...], baseline: str = SEASONAL_NAIVE,
 ) -> str:  # fmt: skip
-    return write_forecast_part(cfg, checkpoint_path, history_path, future_path, group, series)
+    return write_forecast_part(cfg, checkpoint_path, history_path, future_path, group, series, baseline)
 
 
 @task

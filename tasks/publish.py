@@ -32,7 +32,14 @@ from prefect import task
 from prefect.tasks import exponential_backoff
 
 from tasks.config import PIPELINE_NAME, PipelineConfig
-from tasks.db import advisory_xact_lock, create_engine, retry_if_transient, split_table
+from tasks.db import (
+    add_columns,
+    advisory_xact_lock,
+    create_engine,
+    missing_columns,
+    retry_if_transient,
+    split_table,
+)
 from tasks.extract import parse_as_of
 
 STAGED = ["series_id", "ts", "yhat", "yhat_lower", "yhat_upper"]
@@ -147,18 +154,10 @@ def quality_table(name: str, metadata: sa.MetaData, counts: list[str]) -> sa.Tab
     )  # fmt: skip
 
 
-def _missing_columns(conn: sa.Connection, table: sa.Table) -> list[str]:
-    inspector = sa.inspect(conn)
-    if not inspector.has_table(table.name, schema=table.schema):
-        return []
-    present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
-    return [c.name for c in table.columns if c.name not in present]
-
-
 def _check_existing(conn: sa.Connection, table: sa.Table, addable: frozenset[str] = frozenset()) -> list[str]:
     """An existing table must have the columns lstmcast writes; say which are missing before writing.
     Columns in `addable` (new repair counts) are returned to be added instead."""
-    missing = _missing_columns(conn, table)
+    missing = missing_columns(conn, table)
     fatal = [c for c in missing if c not in addable]
     if fatal:
         raise LookupError(f"output table {table.fullname!r} exists but lacks columns {fatal}")
@@ -168,12 +167,7 @@ def _check_existing(conn: sa.Connection, table: sa.Table, addable: frozenset[str
 def _add_count_columns(conn: sa.Connection, table: sa.Table, names: list[str]) -> None:
     """A repair count that clean started counting becomes a new nullable column: NULL in older rows means
     'not counted then'. Names are validated identifiers, quoted by the dialect."""
-    preparer = conn.dialect.identifier_preparer
-    for name in names:
-        kind = table.c[name].type.compile(dialect=conn.dialect)
-        conn.execute(
-            sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.quote(name)} {kind}")
-        )
+    add_columns(conn, table, names)
 
 
 def utc(ts: pd.Timestamp | str) -> datetime:

@@ -26,7 +26,14 @@ from lstm_model.panel import Panel
 from lstm_model.train import TrainResult, warm_start_problem
 from tasks._log import stage_logger
 from tasks.config import PipelineConfig
-from tasks.db import advisory_xact_lock, create_engine, retry_if_transient, split_table
+from tasks.db import (
+    add_columns,
+    advisory_xact_lock,
+    create_engine,
+    missing_columns,
+    retry_if_transient,
+    split_table,
+)
 from tasks.extract import parse_as_of
 from tasks.validate import load_panel
 
@@ -79,6 +86,8 @@ def models_table(name: str, metadata: sa.MetaData) -> sa.Table:
         sa.Column("checkpoint_path", sa.Text, nullable=False),
         sa.Column("device", sa.Text, nullable=False),
         sa.Column("epochs", sa.Integer, nullable=False),
+        # why training ended; "time_budget": stopped by training.time_budget_s, not reproducible
+        sa.Column("stopped_reason", sa.Text, nullable=True),
         sa.Column("best_val_loss", sa.Float(precision=53), nullable=True),
         sa.Column("backtest", sa.Text, nullable=False),  # the run's backtest summary, JSON
         sa.Column("holdout_mase", sa.Float(precision=53), nullable=True),
@@ -300,6 +309,7 @@ def challenge(
         with engine.begin() as conn:
             lock_pipeline(conn, table, cfg.name)  # first: two first runs must not both create the table
             table.create(conn, checkfirst=True)
+            add_columns(conn, table, missing_columns(conn, table))  # a table made by an older release
             key = (table.c.pipeline == cfg.name) & (table.c.version == trained.model_version)
             existing = conn.execute(sa.select(table.c.status).where(key)).scalar_one_or_none()
             if existing is None:
@@ -309,6 +319,7 @@ def challenge(
                         as_of=parse_as_of(as_of).to_pydatetime(), kind=trained.kind,
                         parent_version=trained.parent_version, config_hash=config_hash(cfg),
                         checkpoint_path=trained.checkpoint_path, device=trained.device, epochs=trained.epochs,
+                        stopped_reason=trained.stopped_reason,
                         best_val_loss=trained.best_val_loss, backtest=json.dumps(backtest, sort_keys=True),
                         holdout_mase=challenger_mase, champion_holdout_mase=champion_mase,
                         status=REJECTED, run_id=run_id,

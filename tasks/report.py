@@ -28,15 +28,15 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from lstm_model.backtest import METRICS, MODELS
+from lstm_model.baselines import BASELINES
 from tasks._log import artifact_key
 from tasks.config import PipelineConfig
-from tasks.forecast import SEASONAL_NAIVE
 from tasks.publish import count_columns
 
 # Keys of the flow's run summary that the markdown summary needs; the other keys it shows are optional.
 SUMMARY_KEYS = (
-    "pipeline", "as_of", "model_version", "gate", "rows_published", "series_forecast", "series_skipped",
-    "interval", "timings",
+    "pipeline", "as_of", "model_version", "gate", "reproducible", "rows_published", "series_forecast",
+    "series_skipped", "interval", "timings",
 )  # fmt: skip
 # Sizes of a series rather than repairs made to it.
 NOT_REPAIRS = frozenset({"raw_rows", "rows"})
@@ -79,7 +79,7 @@ def interval_text(
     if interval is None:
         return "none: the quantiles have no symmetric pair"
     text = f"{interval:.0%} nominal"
-    model = SEASONAL_NAIVE if model_version == SEASONAL_NAIVE else "lstm"
+    model = model_version if model_version in BASELINES else "lstm"
     measured = (backtest or {}).get(model, {}).get("coverage")
     if measured is not None and not math.isnan(measured):
         text += f"; backtest coverage {measured:.1%} ({model})"
@@ -99,6 +99,7 @@ def summary_markdown(run: Mapping[str, Any]) -> str:
     facts = [
         ("Model version", f"`{run['model_version']}`"),
         ("Gate", run["gate"]),
+        ("Reproducible", run["reproducible"]),
         ("Rows published", published),
         ("Series forecast", run["series_forecast"]),
         ("Series skipped", run["series_skipped"]),
@@ -125,8 +126,8 @@ def summary_markdown(run: Mapping[str, Any]) -> str:
 
 
 def backtest_fold_rows(folds: pd.DataFrame) -> list[dict[str, object]]:
-    """Mean of each metric over series, per fold and model; within a fold the LSTM comes first, then
-    seasonal naive and naive, so the rows read as a comparison."""
+    """Mean of each metric over series, per fold and model; within a fold the LSTM comes first, then the
+    baselines, so the rows read as a comparison."""
     missing = [c for c in ("fold", "cutoff", "series_id", "model", *METRICS) if c not in folds.columns]
     if missing:
         raise ValueError(f"the backtest frame lacks columns {missing}")
@@ -291,7 +292,7 @@ def report(
     folds = pd.read_parquet(backtest_path)
     create_table_artifact(
         backtest_fold_rows(folds), key=keys["backtest-folds"],
-        description=f"Backtest per rolling-origin fold, mean over series: LSTM vs seasonal naive vs naive "
+        description=f"Backtest per rolling-origin fold, mean over series: LSTM vs the baselines "
                     f"(as of {as_of})",
     )  # fmt: skip
     quality = quality_table_rows(pd.read_parquet(quality_path))

@@ -20,7 +20,7 @@ import numpy as np
 from prefect import task
 
 from lstm_model.checkpoint import load_checkpoint, save_checkpoint
-from lstm_model.train import TrainResult, fit
+from lstm_model.train import TIME_BUDGET, TrainResult, fit
 from tasks._log import stage_logger
 from tasks.config import PipelineConfig
 from tasks.validate import load_panel
@@ -70,6 +70,9 @@ def train_model(
     panel = load_panel(cfg, history_path)
 
     def on_epoch(row: dict) -> None:
+        if row["epoch"] == 0:
+            log.info("before training: val_loss=%.4f (%.1fs)", row["val_loss"], row["seconds"])
+            return
         log.info(
             "epoch %d: train_loss=%.4f val_loss=%.4f lr=%.2e (%.1fs)",
             row["epoch"], row["train_loss"], row["val_loss"], row["lr"], row["seconds"],
@@ -84,6 +87,12 @@ def train_model(
             "fine-tuning %s for up to %d epochs", parent_version or init_checkpoint_path, train_cfg.max_epochs
         )
     result = fit(panel, cfg.model_config_for_lstm(), train_cfg, on_epoch=on_epoch, init=init)
+    if result.stopped_reason == TIME_BUDGET:
+        log.warning(
+            "training stopped by time (training.time_budget_s = %g s) after %d epochs, not reproducible: "
+            "the same data and seed train further on a less busy machine",
+            train_cfg.time_budget_s, len(result.history) - 1,
+        )  # fmt: skip
     folder = models_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     staged = folder / f".model-{uuid.uuid4().hex}.pt"
@@ -97,13 +106,24 @@ def train_model(
         model_version=version,
         kind="warm_start" if init is not None else "trained",
         parent_version=parent_version if init is not None else None,
-        epochs=len(result.history),
+        epochs=len(result.history) - 1,  # the first entry is the model before training (epoch 0)
         best_epoch=result.best_epoch,
         stopped_reason=result.stopped_reason,
         best_val_loss=float(best),
         device=result.device,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def reproducibility(time_capped_folds: tuple[int, ...], stopped_reason: str | None) -> str:
+    """ "reproducible", or which fits the wall-clock cap stopped: those depend on the machine's load, so the
+    same data and seed may give other forecasts (or another gate verdict) on another night."""
+    capped = [f"backtest fold {f + 1}" for f in time_capped_folds]
+    if stopped_reason == TIME_BUDGET:
+        capped.append("training")
+    if not capped:
+        return "reproducible"
+    return f"stopped by time, not reproducible ({', '.join(capped)}: training.time_budget_s)"
 
 
 @task

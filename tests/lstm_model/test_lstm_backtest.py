@@ -57,14 +57,16 @@ def test_backtest_frame_layout(ragged_run):
         "smape",
         "mase",
         "coverage",
+        "stopped",
     ]
+    assert set(df["stopped"]) <= {"early_stopping", "max_epochs"}
     assert calls == [(1, 3), (2, 3), (3, 3)]  # progress: folds done so far, total
     per_fold = df.groupby("fold")["series_id"].unique().map(sorted).to_dict()
     assert per_fold == {0: ["s0", "s1"], 1: ["s0", "s1", "s2"], 2: ["s0", "s1", "s2"]}
     assert df.groupby("fold")["cutoff"].unique().map(list).to_dict() == {0: [48], 1: [52], 2: [56]}
-    assert len(df) == (2 + 3 + 3) * 3
+    assert len(df) == (2 + 3 + 3) * 5
     models = df.groupby(["fold", "series_id"])["model"].apply(list)
-    assert all(m == ["lstm", "seasonal_naive", "naive"] for m in models)
+    assert all(m == ["lstm", "seasonal_naive", "naive", "recent_median", "seasonal_mean"] for m in models)
     assert np.isfinite(df[["mae", "rmse", "smape", "mase"]].to_numpy()).all()
     # share of the 4 test steps inside the (0.1, 0.9) interval
     assert df["coverage"].isin([0.0, 0.25, 0.5, 0.75, 1.0]).all()
@@ -74,7 +76,7 @@ def test_baseline_rows_equal_independent_computation(ragged_run):
     panel, df, _ = ragged_run
     n_steps, h = panel.n_steps, MODEL.horizon
     checked = 0
-    for row in df[df["model"] != "lstm"].itertuples():
+    for row in df[df["model"].isin(["naive", "seasonal_naive"])].itertuples():
         y = panel.target[panel.index(row.series_id)].astype(np.float64)
         local_cut = row.cutoff - (n_steps - len(y))  # series are aligned at the end
         history, actual = y[:local_cut], y[local_cut : local_cut + h]
@@ -100,6 +102,20 @@ def test_baseline_rows_equal_independent_computation(ragged_run):
     assert checked == 16
 
 
+def test_recent_median_and_seasonal_mean_rows_read_the_lookback_before_the_cutoff(ragged_run):
+    panel, df, _ = ragged_run
+    h, lookback = MODEL.horizon, MODEL.lookback
+    for row in df[df["model"].isin(["recent_median", "seasonal_mean"])].itertuples():
+        y = panel.target[panel.index(row.series_id)].astype(np.float64)
+        local_cut = row.cutoff - (panel.n_steps - len(y))
+        window, actual = y[local_cut - lookback : local_cut], y[local_cut : local_cut + h]
+        if row.model == "recent_median":
+            forecast = np.full(h, np.median(window))
+        else:  # one whole season of 6 fits in the lookback of 8: the last season, repeated
+            forecast = window[-SEASON:][np.arange(h) % SEASON]
+        assert row.mae == pytest.approx(np.mean(np.abs(actual - forecast)), rel=1e-9)
+
+
 def test_each_fold_trains_only_on_data_before_its_cutoff_and_uses_panel_future(make_panel, monkeypatch):
     panel = make_panel(n_series=2, length=50, stagger=5, n_future=1)
     seen_fit, seen_future = [], []
@@ -121,7 +137,7 @@ def test_each_fold_trains_only_on_data_before_its_cutoff_and_uses_panel_future(m
         for i, t in enumerate(panel.lengths()):
             local = cutoff - (50 - t)
             np.testing.assert_array_equal(seen_future[fold][i], panel.future_covariates[i][local : local + 4])
-    assert set(df["model"]) == {"lstm", "seasonal_naive", "naive"}
+    assert set(df["model"]) == {"lstm", "seasonal_naive", "naive", "recent_median", "seasonal_mean"}
 
 
 def test_no_eligible_series_is_an_error(make_panel):
@@ -159,7 +175,7 @@ def test_coverage_is_nan_without_a_symmetric_interval(make_panel):
     panel = make_panel(n_series=2, length=40, period=SEASON)
     cfg = dataclasses.replace(MODEL, quantiles=(0.5,))  # a point forecast only
     df = backtest(panel, cfg, TRAIN, n_folds=1, season_length=SEASON)
-    assert len(df) == 2 * 3 and df["coverage"].isna().all()
+    assert len(df) == 2 * 5 and df["coverage"].isna().all()
     assert np.isfinite(df["mae"]).all()
 
 

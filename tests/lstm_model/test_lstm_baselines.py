@@ -3,7 +3,15 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from lstm_model.baselines import naive, naive_quantiles, seasonal_naive
+from lstm_model.baselines import (
+    BASELINES,
+    baseline_quantiles,
+    naive,
+    naive_quantiles,
+    recent_median_quantiles,
+    seasonal_mean_quantiles,
+    seasonal_naive,
+)
 from lstm_model.panel import Panel
 
 
@@ -80,3 +88,43 @@ def test_naive_quantiles_short_series():
     np.testing.assert_allclose(q[0, :, 1], [2.0, 2.0])
     np.testing.assert_allclose(q[0, :, 2] - q[0, :, 1], Z90 * np.sqrt(2.5) * np.sqrt([1, 2]))
     np.testing.assert_array_equal(q[1], np.full((2, 3), 4.0))
+
+
+def test_recent_median_is_flat_at_the_window_median_with_empirical_quantiles():
+    panel = panel_of([100, 0, 0, 3, 0, 5, 1], [2, 4])
+    q = recent_median_quantiles(panel, horizon=3, window=5, quantiles=LEVELS)
+    assert q.shape == (2, 3, 3) and q.dtype == np.float64
+    # window of the first series: 0, 3, 0, 5, 1 (the 100 and the first 0 are older)
+    np.testing.assert_allclose(q[0], np.tile(np.quantile([0, 3, 0, 5, 1], LEVELS), (3, 1)))
+    assert (q[0, :, 1] == 1.0).all()
+    np.testing.assert_allclose(q[1, :, 1], 3.0)  # a series shorter than the window uses all it has
+
+
+def test_seasonal_mean_averages_each_season_position_over_whole_seasons():
+    # season 3, window 7 -> two whole seasons: (1, 2, 6) and (3, 4, 8); the oldest value (50) is left out
+    y = [50, 1, 2, 6, 3, 4, 8]
+    q = seasonal_mean_quantiles(panel_of(y), horizon=4, season_length=3, window=7, quantiles=LEVELS)[0]
+    np.testing.assert_allclose(q[:, 1], [2, 3, 7, 2])  # step h forecasts position h of the next season
+    # residuals around the means are +-1 at every position: sigma = sqrt(1 * 2 / 1) = sqrt(2), k = 2
+    np.testing.assert_allclose(q[:, 2] - q[:, 1], Z90 * np.sqrt(2) * np.sqrt(1.5))
+    # a window of one season is seasonal naive with no spread
+    one = seasonal_mean_quantiles(panel_of(y), horizon=4, season_length=3, window=3, quantiles=LEVELS)[0]
+    np.testing.assert_array_equal(one[:, 0], one[:, 2])
+    np.testing.assert_array_equal(one[:, 1], seasonal_naive(panel_of(y), 4, 3)[0])
+
+
+def test_baseline_quantiles_by_name():
+    panel = panel_of([3, 1, 4, 1, 5, 9, 2, 6])
+    assert set(BASELINES) == {"seasonal_naive", "naive", "recent_median", "seasonal_mean"}
+    np.testing.assert_array_equal(
+        baseline_quantiles("naive", panel, 3, 2, 4, LEVELS), naive_quantiles(panel, 3, 1, LEVELS)
+    )
+    np.testing.assert_array_equal(
+        baseline_quantiles("recent_median", panel, 3, 2, 4, LEVELS),
+        recent_median_quantiles(panel, 3, 4, LEVELS),
+    )
+    with pytest.raises(ValueError) as exc:
+        baseline_quantiles("ets", panel, 3, 2, 4, LEVELS)
+    assert str(exc.value) == (
+        "unknown baseline 'ets'; choose one of ['naive', 'recent_median', 'seasonal_mean', 'seasonal_naive']"
+    )

@@ -23,7 +23,7 @@ def test_defaults_match_the_documented_interface():
     t = TrainConfig()
     assert t.to_dict() == {
         "max_epochs": 30,
-        "steps_per_epoch": 50,
+        "steps_per_epoch": None,
         "batch_size": 256,
         "learning_rate": 1e-3,
         "weight_decay": 1e-4,
@@ -37,6 +37,8 @@ def test_defaults_match_the_documented_interface():
         "precision": "auto",
         "threads": None,
         "calibrate": True,
+        "linear_init": False,
+        "loss": "pinball",
         "divergence_factor": 10.0,
     }
 
@@ -99,6 +101,8 @@ def test_model_config_rejects_bad_values_naming_the_field(kwargs, message):
         ({"val_fraction": 0.0}, "train.val_fraction must be a number > 0.0 and < 1.0, got 0.0"),
         ({"val_fraction": 1}, "train.val_fraction must be a number > 0.0 and < 1.0, got 1"),
         ({"time_budget_s": 0}, "train.time_budget_s must be a number > 0.0, got 0"),
+        ({"loss": "mae"}, "train.loss must be one of ('pinball', 'mse'), got 'mae'"),
+        ({"linear_init": 1}, "train.linear_init must be true or false, got 1"),
         ({"time_budget_s": float("inf")}, "train.time_budget_s must be a number > 0.0, got inf"),
         ({"device": "tpu"}, "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
         ({"device": "cuda:x"}, "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'cuda:x'"),
@@ -160,3 +164,10 @@ def test_from_dict_rejects_unknown_and_missing_keys():
 def test_from_dict_still_validates_values():
     with pytest.raises(ValueError, match=r"^model.hidden_size must be a positive integer, got -1$"):
         ModelConfig.from_dict({"lookback": 24, "horizon": 6, "hidden_size": -1})
+
+
+def test_epoch_steps_default_to_one_pass_over_the_training_windows_capped_at_50():
+    assert TrainConfig(batch_size=100).epoch_steps(250) == 3
+    assert TrainConfig(batch_size=100).epoch_steps(1) == 1
+    assert TrainConfig(batch_size=100).epoch_steps(10**6) == 50
+    assert TrainConfig(batch_size=100, steps_per_epoch=7).epoch_steps(10**6) == 7

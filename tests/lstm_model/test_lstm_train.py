@@ -51,12 +51,14 @@ def test_fit_learns_a_clean_seasonal_panel_and_beats_naive(make_panel, make_trai
 def test_result_fields_history_and_callback(tiny_model, tiny_train, make_panel):
     seen = []
     result = fit(make_panel(), tiny_model, tiny_train, on_epoch=seen.append)
-    assert [set(h) for h in result.history] == [HISTORY_KEYS] * 2
+    assert [set(h) for h in result.history] == [HISTORY_KEYS] * 3
     assert seen == result.history
-    assert [h["epoch"] for h in result.history] == [1, 2]
+    # epoch 0 is the model before training: validated, not trained
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.history[0]["train_loss"] is None and result.history[1]["train_loss"] > 0
     assert result.history[0]["lr"] == tiny_train.learning_rate
     assert result.stopped_reason == "max_epochs"
-    assert result.best_epoch == 1 + int(np.argmin([h["val_loss"] for h in result.history]))
+    assert result.best_epoch == int(np.argmin([h["val_loss"] for h in result.history]))
     assert result.device == "cpu"
     assert not result.model.training
     assert all(p.device.type == "cpu" for p in result.model.parameters())
@@ -95,8 +97,23 @@ def test_non_finite_loss_raises_naming_the_epoch(monkeypatch, tiny_model, tiny_t
         return original(self, x_past, x_future, series) * float("nan")
 
     monkeypatch.setattr(LSTMForecaster, "forward", exploding)
+    with pytest.raises(FloatingPointError) as exc:
+        fit(make_panel(), tiny_model, tiny_train)
+    assert (
+        str(exc.value) == "validation loss of the model before training is nan: its forecasts are not finite"
+    )
+
+    calls = []
+
+    def exploding_after_validation(self, x_past, x_future=None, series=None):
+        calls.append(self.training)
+        out = original(self, x_past, x_future, series)
+        return out * float("nan") if self.training else out
+
+    monkeypatch.setattr(LSTMForecaster, "forward", exploding_after_validation)
     with pytest.raises(FloatingPointError, match=r"^training loss became nan in epoch 1; try a lower"):
         fit(make_panel(), tiny_model, tiny_train)
+    assert calls[0] is False and calls[-1] is True  # validated before training, then trained
 
 
 def test_no_full_training_window_is_a_clear_error(make_panel, make_train):
@@ -124,17 +141,50 @@ def scripted_val_losses(monkeypatch, losses):
 
 
 def test_early_stopping_restores_best_weights_and_reduces_lr(monkeypatch, tiny_model, make_panel, make_train):
-    snapshots = scripted_val_losses(monkeypatch, [1.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.1, 0.1])
+    # epoch 0 (before training), then epochs 1..
+    snapshots = scripted_val_losses(monkeypatch, [2.0, 1.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.1, 0.1])
     cfg = make_train(max_epochs=8, steps_per_epoch=2, batch_size=8, patience=4, learning_rate=1e-2)
     result = fit(make_panel(), tiny_model, cfg)
     assert result.stopped_reason == "early_stopping"
-    assert len(result.history) == 6  # epochs 3..6 did not improve on epoch 2
+    assert len(result.history) == 7  # epochs 0..6; epochs 3..6 did not improve on epoch 2
     assert result.best_epoch == 2
     # scheduler patience = 4 // 2 - 1 = 1: halved after the 2nd bad epoch (4), used from epoch 5 on
-    assert [h["lr"] for h in result.history] == [1e-2] * 4 + [5e-3] * 2
+    assert [h["lr"] for h in result.history] == [1e-2] * 5 + [5e-3] * 2
     for name, value in result.model.state_dict().items():
-        torch.testing.assert_close(value, snapshots[1][name], rtol=0, atol=0)
+        torch.testing.assert_close(value, snapshots[2][name], rtol=0, atol=0)
     assert not all(torch.equal(v, snapshots[-1][k]) for k, v in result.model.state_dict().items())
+
+
+def test_the_model_before_training_is_kept_when_no_epoch_beats_it(
+    monkeypatch, tiny_model, make_panel, make_train
+):
+    snapshots = scripted_val_losses(monkeypatch, [0.1, 0.5, 0.6, 0.7, 0.8])
+    result = fit(make_panel(), tiny_model, make_train(max_epochs=8, steps_per_epoch=2, patience=4))
+    assert (result.best_epoch, result.stopped_reason, len(result.history)) == (0, "early_stopping", 5)
+    for name, value in result.model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[0][name], rtol=0, atol=0)
+
+
+def test_linear_init_starts_at_the_least_squares_linear_forecaster(make_panel, make_train):
+    """A noiseless seasonal panel is a linear function of its lookback: the linear skip path alone, before
+    any step, forecasts it almost exactly, while the zero start (the naive forecast) is far off."""
+    panel = make_panel(n_series=3, length=150, noise=0.0)
+    cfg = ModelConfig(lookback=24, horizon=6, hidden_size=8, num_layers=1, dropout=0.0)
+    linear = fit(panel, cfg, make_train(max_epochs=1, steps_per_epoch=1, linear_init=True))
+    naive_start = fit(panel, cfg, make_train(max_epochs=1, steps_per_epoch=1, linear_init=False))
+    assert linear.history[0]["val_loss"] < 0.01 * naive_start.history[0]["val_loss"]
+    assert naive_start.history[0]["val_loss"] > 0.1
+
+
+def test_mse_loss_trains_one_point_forecast(make_panel, make_train):
+    cfg = dataclasses.replace(TINY, quantiles=(0.5,))
+    result = fit(make_panel(), cfg, make_train(loss="mse"))
+    assert predict(result, make_panel()).shape == (3, TINY.horizon, 1)
+    with pytest.raises(ValueError) as exc:
+        fit(make_panel(), TINY, make_train(loss="mse"))
+    assert str(exc.value) == (
+        "train.loss 'mse' trains one point forecast: model.quantiles must be [0.5], got [0.1, 0.5, 0.9]"
+    )
 
 
 def test_time_budget_stops_after_the_current_step_and_keeps_a_model(tiny_model, make_panel, make_train):
@@ -142,7 +192,7 @@ def test_time_budget_stops_after_the_current_step_and_keeps_a_model(tiny_model, 
     cfg = make_train(max_epochs=50, steps_per_epoch=5, batch_size=8, time_budget_s=1e-6)
     result = fit(panel, tiny_model, cfg)
     assert result.stopped_reason == "time_budget"
-    assert len(result.history) == 1 and result.best_epoch == 1
+    assert len(result.history) == 2 and result.best_epoch in (0, 1)  # epoch 0, then one step of epoch 1
     assert predict(result, panel).shape == (3, tiny_model.horizon, 3)
 
 

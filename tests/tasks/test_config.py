@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import ConfigError, load_config, parse_config
+from tasks.config import ConfigError, auto_patch_len, load_config, parse_config
 
 BASE = """
 [source]
@@ -132,12 +132,44 @@ def test_query_source_and_name_override():
     assert cfg.source.label == "the source query"
 
 
-def test_model_defaults_are_quantiles_with_a_gate_and_a_time_budget(tmp_path):
+def test_model_defaults_are_quantiles_with_a_gate_and_a_deterministic_stop(tmp_path):
     cfg = load_config(write(tmp_path, BASE))
-    model = cfg.model_config_for_lstm()
-    assert model.quantiles == (0.1, 0.5, 0.9) and model.instance_norm and model.patch_len == 1
+    model, train = cfg.model_config_for_lstm(), cfg.train_config()
+    # lookback 168 holds seven seasons of 24: the LSTM reads it as seven daily segments
+    assert model.quantiles == (0.1, 0.5, 0.9) and model.instance_norm and model.patch_len == 24
     assert cfg.forecast.gate == "fallback" and cfg.data.calendar
-    assert cfg.train_config().time_budget_s == 120.0 and cfg.train_config().precision == "auto"
+    # training length: up to 30 epochs of one pass over the windows (at most 50 batches each) with early
+    # stopping; the wall-clock limit is only a safety cap
+    assert (train.max_epochs, train.steps_per_epoch, train.patience) == (30, None, 4)
+    assert (train.epoch_steps(1_000), train.epoch_steps(1_000_000)) == (4, 50)
+    assert train.time_budget_s == 600.0 and train.precision == "auto"
+    assert (train.loss, train.linear_init) == ("pinball", False)
+
+
+@pytest.mark.parametrize(
+    ("lookback", "season", "expected"),
+    [(168, 24, 24), (84, 7, 7), (24, 24, 1), (36, 24, 1), (50, 1, 1), (14, 7, 7)],
+)
+def test_auto_patch_len_is_one_season_when_the_lookback_holds_two_or_more(lookback, season, expected):
+    assert auto_patch_len(lookback, season) == expected
+
+
+def test_patch_len_is_auto_or_a_positive_integer(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE + '\n[model]\npatch_len = "season"\n'))
+    assert str(err.value).endswith(
+        "'model.patch_len': model.patch_len must be 'auto' or a positive integer, got 'season'"
+    )
+
+
+def test_mse_loss_needs_a_single_median_output(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE + '\n[training]\nloss = "mse"\n'))
+    assert str(err.value).endswith(
+        "training.loss 'mse' trains one point forecast: model.quantiles must be [0.5], got [0.1, 0.5, 0.9]"
+    )
+    cfg = load_config(write(tmp_path, BASE + '\n[model]\nquantiles = [0.5]\n[training]\nloss = "mse"\n'))
+    assert cfg.train_config().loss == "mse"
 
 
 def test_model_options_from_toml_reach_the_lstm_config(tmp_path):

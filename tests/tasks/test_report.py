@@ -36,7 +36,8 @@ def run_summary(**changes) -> dict:
         "run_id": "run-1",
         "as_of": "2020-01-17T00:00:00+00:00",
         "model_version": "lstm-abc",
-        "gate": "LSTM backtest MASE 0.8000 beats seasonal naive's 1.0000",
+        "gate": "LSTM backtest MASE 0.8000 beats the best baseline, seasonal_naive (1.0000)",
+        "reproducible": "reproducible",
         "interval": 0.8,
         "backtest": {
             "lstm": {"mase": 0.8, "coverage": 0.7834},
@@ -112,7 +113,8 @@ def test_summary_markdown_shows_the_run_at_a_glance():
         "| Pipeline | sensors |\n"
         "|---|---|\n"
         "| Model version | `lstm-abc` |\n"
-        "| Gate | LSTM backtest MASE 0.8000 beats seasonal naive's 1.0000 |\n"
+        "| Gate | LSTM backtest MASE 0.8000 beats the best baseline, seasonal_naive (1.0000) |\n"
+        "| Reproducible | reproducible |\n"
         "| Rows published | 36 (12 replaced) into `forecasts` |\n"
         "| Series forecast | 3 |\n"
         "| Series skipped | 1 |\n"

@@ -2,25 +2,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.validate import decide_gate, future_names, load_panel, with_calendar
+from tasks.validate import best_baseline, decide_gate, future_names, load_panel, with_calendar
 
-SUMMARY_WIN = {"lstm": {"mase": 0.8}, "seasonal_naive": {"mase": 1.0}, "naive": {"mase": 1.2}}
-SUMMARY_LOSE = {"lstm": {"mase": 1.1}, "seasonal_naive": {"mase": 1.0}, "naive": {"mase": 1.2}}
+BASELINES_ = {"seasonal_naive": {"mase": 1.0}, "naive": {"mase": 1.2}, "recent_median": {"mase": 0.9},
+              "seasonal_mean": {"mase": 0.95}}  # fmt: skip
+SUMMARY_WIN = {"lstm": {"mase": 0.8}, **BASELINES_}
+SUMMARY_LOSE = {"lstm": {"mase": 0.92}, **BASELINES_}
 
 
-def test_gate_keeps_the_lstm_when_it_beats_seasonal_naive():
+def test_gate_keeps_the_lstm_when_it_beats_every_baseline():
     for policy in ("fallback", "fail", "off"):
         decision = decide_gate(SUMMARY_WIN, policy)
-        assert decision.use_lstm
-        assert decision.message == "LSTM backtest MASE 0.8000 beats seasonal naive's 1.0000"
+        assert decision.use_lstm and decision.baseline == "recent_median"
+        assert decision.message == "LSTM backtest MASE 0.8000 beats the best baseline, recent_median (0.9000)"
 
 
-def test_gate_falls_back_when_the_lstm_loses():
+def test_gate_falls_back_to_the_best_baseline_when_one_beats_the_lstm():
+    # The LSTM beats seasonal naive (1.0) but not the flat recent median (0.9): the median is published.
     decision = decide_gate(SUMMARY_LOSE, "fallback")
-    assert not decision.use_lstm and (decision.lstm_mase, decision.baseline_mase) == (1.1, 1.0)
+    assert not decision.use_lstm and (decision.lstm_mase, decision.baseline_mase) == (0.92, 0.9)
+    assert decision.baseline == "recent_median"
     assert decision.message == (
-        "LSTM backtest MASE 1.1000 does not beat seasonal naive's 1.0000; "
-        "publishing the seasonal-naive forecast"
+        "LSTM backtest MASE 0.9200 does not beat the best baseline, recent_median (0.9000); "
+        "publishing the recent_median forecast"
     )
 
 
@@ -28,7 +32,7 @@ def test_gate_fails_when_configured_to_and_a_tie_or_nan_is_a_loss():
     decision = decide_gate({"lstm": {"mase": 1.0}, "seasonal_naive": {"mase": 1.0}}, "fail")
     assert decision.fail and not decision.use_lstm
     assert decision.message == (
-        "LSTM backtest MASE 1.0000 does not beat seasonal naive's 1.0000; "
+        "LSTM backtest MASE 1.0000 does not beat the best baseline, seasonal_naive (1.0000); "
         "forecast.gate = 'fail', so nothing is published"
     )
     assert not decide_gate({"lstm": {"mase": np.nan}, "seasonal_naive": {"mase": 1.0}}, "fallback").use_lstm
@@ -37,6 +41,18 @@ def test_gate_fails_when_configured_to_and_a_tie_or_nan_is_a_loss():
 def test_gate_off_keeps_a_losing_lstm_and_says_so():
     decision = decide_gate(SUMMARY_LOSE, "off")
     assert decision.use_lstm and decision.message.endswith("; gate is off, using the LSTM")
+
+
+def test_best_baseline_skips_nan_and_needs_a_baseline():
+    nan_median = {**BASELINES_, "recent_median": {"mase": np.nan}}
+    assert best_baseline(nan_median) == ("seasonal_mean", 0.95)
+    assert best_baseline({"lstm": {"mase": 0.5}, "naive": {"mase": np.nan}})[0] == "naive"
+    with pytest.raises(ValueError) as exc:
+        best_baseline({"lstm": {"mase": 0.5}})
+    assert str(exc.value) == (
+        "the backtest summary has no baseline; expected one of "
+        "['seasonal_naive', 'naive', 'recent_median', 'seasonal_mean']"
+    )
 
 
 def test_calendar_features_are_future_covariates_after_the_source_ones(sales_cfg, sensor_cfg):
