@@ -222,6 +222,7 @@ class TrainingSection(_Section):
         if v != "auto" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"training.steps_per_epoch must be 'auto' or a positive integer, got {v!r}")
         return v
+
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
