@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from tasks.db import create_engine
 
-# (config, as_of): the sales run forecasts the last four weeks of the file, so the promotion flags of its
-# horizon are the real, known-in-advance ones and the forecast can be compared with what was sold.
+# (config, as_of): the sales run forecasts the last four weeks of the file, so the forecast can be compared
+# with what was sold.
 DEMO_RUNS = (("sensors.toml", None), ("sales.toml", "2018-12-03"))
 
 
@@ -27,7 +27,8 @@ def sensor_frame() -> pd.DataFrame:
 
 
 def sales_frame() -> pd.DataFrame:
-    """pasta_sales in long format: one series per product with its promotion flag."""
+    """pasta_sales in long format: one series per product, with the file's promotion flag (recorded from
+    the sales, so the demo's config does not use it as an input)."""
     wide = pd.read_csv(demo_file("data/pasta_sales.csv"))
     qty = wide.melt(
         id_vars="DATE",

@@ -4,6 +4,7 @@ import json
 import sqlite3
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -76,7 +77,8 @@ def test_nightly_flow_end_to_end_and_rerun_is_idempotent(config_path, sensor_db)
     assert state.is_completed()
     result = state.result()
     assert result["series_forecast"] == 3 and result["rows_published"] == 3 * 12
-    assert set(result["backtest"]) == {"lstm", "seasonal_naive", "naive"}
+    assert set(result["backtest"]) == {"lstm", "seasonal_naive", "naive", "recent_median", "seasonal_mean"}
+    assert result["reproducible"] == "reproducible"
     assert all(m["mase"] > 0 and 0 <= m["coverage"] <= 1 for m in result["backtest"].values())
     assert result["interval"] == pytest.approx(0.8) and result["model_version"].startswith("lstm-")
 
@@ -186,8 +188,8 @@ def test_gate_publishes_seasonal_naive_when_the_lstm_loses(seasonal_config, sqli
     assert lstm > baseline
     assert result["model_version"] == "seasonal_naive"
     assert result["gate"] == (
-        f"LSTM backtest MASE {lstm:.4f} does not beat seasonal naive's {baseline:.4f}; "
-        "publishing the seasonal-naive forecast"
+        f"LSTM backtest MASE {lstm:.4f} does not beat the best baseline, seasonal_naive ({baseline:.4f}); "
+        "publishing the seasonal_naive forecast"
     )
     runs = task_runs(state.state_details.flow_run_id)
     assert "train" not in runs and runs["gate"].state.is_completed()
@@ -197,7 +199,53 @@ def test_gate_publishes_seasonal_naive_when_the_lstm_loses(seasonal_config, sqli
     engine.dispose()
     assert len(published) == 3 * 12 and set(published["model_version"]) == {"seasonal_naive"}
     assert (published["yhat_lower"] <= published["yhat"]).all()
-    assert "publishing the seasonal-naive forecast" in metrics
+    assert "publishing the seasonal_naive forecast" in metrics
+
+
+def test_gate_publishes_a_flat_recent_median_when_it_beats_the_lstm(sqlite_url, tmp_path):
+    """Noise around a level with rare spikes: the median of the lookback is the best forecast there, the
+    seasonal and naive ones repeat noise, and the tiny LSTM (a few steps from the naive start) is
+    close to naive. The run must publish the median, not an LSTM that merely beats seasonal naive."""
+    rng = np.random.default_rng(3)
+    ts = pd.date_range("2020-01-01", periods=400, freq="h", tz="UTC")
+    frame = pd.concat(
+        [pd.DataFrame({"series_id": f"s{i}", "ts": ts, "value": 20.0 + rng.exponential(4.0, 400)})
+         for i in range(3)], ignore_index=True,
+    )  # fmt: skip
+    write_table(sqlite_url, "readings", frame)
+    path = tmp_path / "noise.toml"
+    path.write_bytes(tomli_w.dumps(sensor_config_dict(sqlite_url, tmp_path / "work",
+                                                      forecast={"gate": "fallback"})).encode())  # fmt: skip
+    state = nightly_forecast(str(path), return_state=True)
+    result = state.result()
+    backtest = {m: v["mase"] for m, v in result["backtest"].items()}
+    assert min(backtest, key=backtest.get) == "recent_median" and backtest["lstm"] > backtest["recent_median"]
+    assert state.name == FALLBACK and result["model_version"] == "recent_median"
+    assert result["gate"].endswith("publishing the recent_median forecast")
+    engine = sa.create_engine(sqlite_url)
+    published = pd.read_sql("select * from forecasts", engine)
+    engine.dispose()
+    assert set(published["model_version"]) == {"recent_median"}
+    for sid, part in published.groupby("series_id"):
+        last_day = frame[frame["series_id"] == sid]["value"].to_numpy()[-24:]
+        assert part["yhat"].to_numpy() == pytest.approx(np.full(12, np.median(last_day)))
+
+
+def test_a_run_whose_fits_the_time_cap_stopped_says_it_is_not_reproducible(sensor_db, tmp_path):
+    raw = sensor_config_dict(sensor_db, tmp_path / "work", training={"time_budget_s": 1e-6, "max_epochs": 50})
+    path = tmp_path / "capped.toml"
+    path.write_bytes(tomli_w.dumps(raw).encode())
+    result = nightly_forecast(str(path), "2016-07-15 00:00")
+    assert result["reproducible"] == (
+        "stopped by time, not reproducible "
+        "(backtest fold 1, backtest fold 2, training: training.time_budget_s)"
+    )
+    engine = sa.create_engine(sensor_db)
+    metrics = json.loads(pd.read_sql("select metrics from lstmcast_runs", engine)["metrics"].iloc[0])
+    stopped = pd.read_sql("select stopped_reason from lstmcast_models", engine)["stopped_reason"]
+    engine.dispose()
+    assert metrics["reproducible"] == result["reproducible"]
+    assert stopped.tolist() == ["time_budget"]
 
 
 def test_gate_set_to_fail_fails_the_run_and_publishes_nothing(seasonal_config, sqlite_url):

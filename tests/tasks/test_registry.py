@@ -126,6 +126,30 @@ def test_a_challenger_replaces_the_champion_only_if_its_holdout_is_better(cfg, h
     assert rows.loc[strong.model_version, "backtest"] == '{"lstm": {"mase": 1.0}}'
 
 
+def test_the_registry_records_a_fit_the_time_cap_stopped_also_in_a_table_made_before_that_column(
+    cfg, history
+):
+    full = models_table(cfg.registry.table, sa.MetaData())
+    older = sa.Table(
+        full.name, sa.MetaData(),
+        *(sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+          for c in full.columns if c.name != "stopped_reason"),
+        schema=full.schema,
+    )  # fmt: skip
+    engine = sa.create_engine(cfg.output.url)
+    with engine.begin() as conn:
+        older.create(conn)
+    engine.dispose()
+    capped = train_model(with_training(cfg, time_budget_s=1e-6, max_epochs=50), history)
+    assert capped.stopped_reason == "time_budget"
+    challenge(cfg, capped, plan_for(cfg, None), history, AS_OF[0], "run-1", {})
+    normal = train_model(with_training(cfg, seed=3), history)
+    challenge(cfg, normal, plan_for(cfg, version(capped, AS_OF[0])), history, AS_OF[1], "run-2", {})
+    rows = registry_rows(cfg)
+    assert rows.loc[capped.model_version, "stopped_reason"] == "time_budget"
+    assert rows.loc[normal.model_version, "stopped_reason"] == normal.stopped_reason != "time_budget"
+
+
 def test_plan_follows_the_policy_from_what_the_registry_holds(cfg, history):
     assert plan_training_for(cfg, history, AS_OF[0]).reason == "no champion yet"
     trained = train_model(cfg, history)
