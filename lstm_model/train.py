@@ -30,11 +30,11 @@ CALIBRATION_WINDOWS = 4096
 # Training windows the linear skip path is fitted on, at most, and its ridge penalty (relative to the
 # mean input variance): enough windows to pin down lookback x horizon weights, in well under a second.
 LINEAR_WINDOWS = 50_000
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LINEAR_RIDGE = 1e-3
 # Why a fit ended when train.time_budget_s stopped it: a safety cap, and the one stop that depends on the
 # machine's speed and load, so such a model is not reproducible from its data and seed.
 TIME_BUDGET = "time_budget"
-LINEAR_RIDGE = 1e-3
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (pred, y) -> scalar loss
 
 
 @dataclass
@@ -116,7 +116,7 @@ def pinball_loss(pred: torch.Tensor, y: torch.Tensor, levels: torch.Tensor) -> t
     return torch.maximum(levels * err, (levels - 1.0) * err).mean()
 
 
-def loss_function(name: str, levels: Sequence[float]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_function(name: str, levels: Sequence[float]) -> LossFn:
     """The training and early-stopping loss: `pinball` over every quantile (the median is then the
     point forecast), or `mse` of the single output (the point forecast is then the mean, for users
     scored by squared error). pred (batch, horizon, Q), y (batch, horizon) -> scalar."""

@@ -33,6 +33,7 @@ def _print_summary(result: dict[str, Any]) -> None:
         table.add_row(model, *(f"{m[k]:.4f}" for k in ("mae", "rmse", "smape", "mase", "coverage")))
     console.print(table)
     console.print(f"gate: {result['gate']}")
+    console.print(f"reproducible: {result['reproducible']}")
     console.print(
         f"published {result['rows_published']} rows ({result['series_forecast']} series, "
         f"{result['series_skipped']} skipped) to '{result['output_table']}' "

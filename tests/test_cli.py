@@ -24,8 +24,9 @@ def test_run_command_prints_backtest_summary(sensor_db, tmp_path):
     path.write_bytes(tomli_w.dumps(sensor_config_dict(sensor_db, tmp_path / "work")).encode())
     out = runner.invoke(app, ["run", "--config", str(path), "--as-of", "2016-07-15"])
     assert out.exit_code == 0, out.output
-    for model in ("lstm", "seasonal_naive", "naive"):
+    for model in ("lstm", "seasonal_naive", "naive", "recent_median", "seasonal_mean"):
         assert model in out.output
+    assert "reproducible: reproducible" in out.output
     assert "published 36 rows (3 series, 0 skipped)" in out.output
 
 
