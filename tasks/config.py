@@ -63,6 +63,13 @@ def mask_password(value: object) -> object:
     return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", value)
 
 
+def auto_or_positive(value: Any, key: str) -> Any:
+    """A setting the data can decide: "auto", or a positive integer (not a bool) the user fixes."""
+    if value != "auto" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"{key} must be 'auto' or a positive integer, got {value!r}")
+    return value
+
+
 def secret_url(block: str, what: str) -> str:
     """The URL kept in the Prefect Secret block `block` (read from the Prefect API at load time)."""
     from prefect.blocks.system import Secret
@@ -203,9 +210,7 @@ class ModelSection(_Section):
     @field_validator("patch_len", mode="before")
     @classmethod
     def _patch_len(cls, v: Any) -> Any:
-        if v != "auto" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ValueError(f"model.patch_len must be 'auto' or a positive integer, got {v!r}")
-        return v
+        return auto_or_positive(v, "model.patch_len")
 
     embedding_dim: int = Field(default=0, ge=0)
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
@@ -219,9 +224,7 @@ class TrainingSection(_Section):
     @field_validator("steps_per_epoch", mode="before")
     @classmethod
     def _steps(cls, v: Any) -> Any:
-        if v != "auto" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ValueError(f"training.steps_per_epoch must be 'auto' or a positive integer, got {v!r}")
-        return v
+        return auto_or_positive(v, "training.steps_per_epoch")
 
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
