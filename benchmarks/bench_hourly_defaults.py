@@ -146,7 +146,8 @@ def main() -> None:
     parser.add_argument("--skip-selection", action="store_true")
     args = parser.parse_args()
     frame = hourly_panel.panel()
-    kinds = frame["series_id"].str.split("_").str[0].value_counts().to_dict()
+    ids = pd.Series(frame["series_id"].unique())
+    kinds = ids.str.split("_").str[0].value_counts().to_dict()  # series per kind
     print(
         f"panel: {frame['series_id'].nunique()} hourly series x {hourly_panel.STEPS} steps ({kinds}); "
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
