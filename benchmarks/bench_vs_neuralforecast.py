@@ -205,7 +205,13 @@ def etth1_worker(model: str, seed: int, budgets: list[float] | None) -> dict[str
 
 # --------------------------------------------------------------------------- driver
 def key(run: dict[str, Any]) -> tuple:
-    return (run["dataset"], run["model"], run["mode"], run["seed"], tuple(run.get("windows", ())))
+    """What makes a run: a run recorded with another lstmcast choice is not this one."""
+    return (run["dataset"], run["model"], run["mode"], run["seed"], tuple(run.get("windows", ())),
+            run.get("choice"))  # fmt: skip
+
+
+def choice(dataset: str) -> str:
+    return f"{PASTA_CHOICE} x{PASTA_ENSEMBLE}" if dataset == "pasta" else ETT_CHOICE
 
 
 def load_runs(path: Path) -> list[dict[str, Any]]:
@@ -250,7 +256,7 @@ def report(runs: list[dict[str, Any]], datasets: list[str]) -> list[str]:
     for dataset in datasets:
         rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in runs:
-            if r["dataset"] == dataset:
+            if r["dataset"] == dataset and r.get("choice") == choice(dataset):
                 rows.setdefault((r["mode"], r["model"]), []).append(r)
         for (mode, model), rs in sorted(rows.items()):
             metrics = list(rs[0]["accuracy"])
@@ -312,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             for dataset in args.datasets:
                 windows = args.pasta_windows if dataset == "pasta" else []
-                base = {"dataset": dataset, "seed": seed, "windows": windows}
+                base = {"dataset": dataset, "seed": seed, "windows": windows, "choice": choice(dataset)}
                 ours = {**base, "model": "lstmcast", "mode": "converged"}
                 jobs = [ours] + [{**base, "model": "neuralforecast", "mode": m} for m in args.modes]
                 for job in jobs:

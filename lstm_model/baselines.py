@@ -66,6 +66,7 @@ def naive_quantiles(panel: Panel, horizon: int, season_length: int, quantiles: S
 
 
 def _z(quantiles: Sequence[float]) -> np.ndarray:
+    """Standard normal quantiles of the levels: the multipliers of sigma for each quantile."""
     return np.array([NormalDist().inv_cdf(q) for q in quantiles])  # (Q,)
 
 
@@ -92,7 +93,8 @@ def seasonal_mean_quantiles(
     -> (n_series, horizon, Q) float64.
 
     The spread is sigma * sqrt(1 + 1/k): the residual RMS around the position means, plus the error of a
-    mean of k seasons. A window of one season is seasonal naive with the residual spread of zero.
+    mean of k seasons. A window that holds one season (k = 1) has no residuals to measure: it is seasonal
+    naive, and gets seasonal naive's intervals too.
     """
     _check_positive("horizon", horizon)
     _check_positive("season_length", season_length)
@@ -104,8 +106,13 @@ def seasonal_mean_quantiles(
         k = max(1, min(window, len(y)) // m)  # whole seasons in the window
         recent = np.asarray(y[len(y) - k * m :], dtype=np.float64).reshape(k, m)  # (seasons, m)
         profile = recent.mean(axis=0)  # (m,): mean of each season position; the last value is at m - 1
+        if k == 1:
+            out[i] = naive_quantiles(panel.select([panel.series_ids[i]]), horizon, season_length, quantiles)[
+                0
+            ]
+            continue
         resid = recent - profile
-        sigma = float(np.sqrt(np.mean(resid**2) * k / (k - 1))) if k > 1 else 0.0
+        sigma = float(np.sqrt(np.mean(resid**2) * k / (k - 1)))
         point = profile[np.arange(horizon) % m]  # (horizon,): step h is position h of the next season
         out[i] = point[:, None] + z[None, :] * sigma * np.sqrt(1.0 + 1.0 / k)
     return out

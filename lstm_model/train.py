@@ -129,8 +129,14 @@ def loss_function(name: str, levels: Sequence[float]) -> LossFn:
                 f"got {list(levels)}"
             )
         return lambda pred, y: ((pred.float()[:, :, 0] - y) ** 2).mean()
-    tensor = torch.tensor(tuple(levels), dtype=torch.float32)
-    return lambda pred, y: pinball_loss(pred, y, tensor.to(pred.device))
+    on_device: dict[torch.device, torch.Tensor] = {}  # the levels, copied to each device once
+
+    def pinball(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if pred.device not in on_device:
+            on_device[pred.device] = torch.tensor(tuple(levels), dtype=torch.float32, device=pred.device)
+        return pinball_loss(pred, y, on_device[pred.device])
+
+    return pinball
 
 
 def quantile_pairs(levels: Sequence[float]) -> list[tuple[int, int]]:
@@ -303,10 +309,12 @@ def fit(
     the fine-tuned model reads its inputs the way the original learned to; `warm_start_problem` says
     when that is impossible.
 
-    The scaler is fitted here on `panel` only. ReduceLROnPlateau halves the learning rate after
-    max(1, patience // 2) epochs without improvement, so (for patience >= 2) a lower rate gets tried
-    before early stopping gives up after `patience` such epochs; the best weights are restored, and
-    the intervals are then calibrated on the validation windows.
+    The scaler is fitted here on `panel` only. The model before training (epoch 0) is validated first
+    and is the first early-stopping candidate. ReduceLROnPlateau halves the learning rate after
+    max(1, patience // 2) trained epochs without improvement on the best trained epoch, so (for
+    patience >= 2) a lower rate gets tried when training stalls; early stopping gives up after `patience`
+    epochs that do not beat the best so far, epoch 0 included. The best weights are restored, and the
+    intervals are then calibrated on the validation windows.
     """
     with torch_threads(train_cfg.threads):
         return _fit(panel, model_cfg, train_cfg, on_epoch, init)

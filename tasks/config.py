@@ -192,9 +192,9 @@ class ForecastConfig(_Section):
     horizon: int = Field(ge=1)
     lookback: int = Field(ge=1)
     folds: int = Field(default=3, ge=2)
-    # What happens when the LSTM's backtest MASE does not beat seasonal naive's: publish the
-    # seasonal-naive forecast instead ("fallback"), fail the run before publishing ("fail"), or
-    # publish the LSTM anyway ("off").
+    # What happens when the LSTM's backtest MASE does not beat every baseline's: publish the best
+    # baseline's forecast instead ("fallback"), fail the run before publishing ("fail"), or publish the
+    # LSTM anyway ("off").
     gate: Literal["fallback", "fail", "off"] = "fallback"
 
 
@@ -244,7 +244,7 @@ class TrainingSection(_Section):
     linear_init: bool = False  # start the linear skip path at the least-squares linear forecaster
     loss: Literal["pinball", "mse"] = "pinball"  # mse: one mean forecast, needs model.quantiles = [0.5]
     divergence_factor: float | None = Field(default=10.0, gt=1)  # val loss above this x the best: failed
-    # a training that fails (non-finite or diverging loss): fail the run, or publish seasonal naive
+    # a training that fails (non-finite or diverging loss): fail the run, or publish the best baseline
     on_failure: Literal["fail", "fallback"] = "fail"
 
     @field_validator("device")

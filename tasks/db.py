@@ -84,10 +84,15 @@ def add_columns(conn: sa.Connection, table: sa.Table, names: list[str]) -> None:
     """Add the columns `names` of `table`'s definition to the existing table, with their types; they must
     be nullable, so older rows read NULL ("not recorded then"). Names are quoted by the dialect."""
     preparer = conn.dialect.identifier_preparer
+    # Two writers may find the same column missing: on PostgreSQL the later ALTER then does nothing (it
+    # waits for the earlier one's lock); SQLite lets one writer at a time into the transaction.
+    guard = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
     for name in names:
         kind = table.c[name].type.compile(dialect=conn.dialect)
         conn.execute(
-            sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.quote(name)} {kind}")
+            sa.text(
+                f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {guard}{preparer.quote(name)} {kind}"
+            )
         )
 
 

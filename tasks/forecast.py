@@ -135,9 +135,10 @@ def forecast_series(
 
 def write_forecast_part(
     cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str, group: int,
-    series: tuple[str, ...], baseline: str = SEASONAL_NAIVE,
+    series: tuple[str, ...], baseline: str,
 ) -> str:  # fmt: skip
-    """One group's forecasts, next to the history as forecast-part-<group>.parquet."""
+    """One group's forecasts (from the checkpoint, or from `baseline` without one), next to the history as
+    forecast-part-<group>.parquet."""
     frame, _ = forecast_series(cfg, checkpoint_path, history_path, future_path, series, baseline)
     path = Path(history_path).with_name(f"forecast-part-{group:04d}.parquet")
     write_parquet_atomic(frame, path)
@@ -185,7 +186,7 @@ def forecast(
 @task
 def forecast_group(
     cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str, group: int,
-    series: tuple[str, ...], baseline: str = SEASONAL_NAIVE,
+    series: tuple[str, ...], baseline: str,
 ) -> str:  # fmt: skip
     return write_forecast_part(cfg, checkpoint_path, history_path, future_path, group, series, baseline)
 

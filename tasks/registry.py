@@ -8,6 +8,7 @@ when the champion is older than the data). Forecasts name the version that made 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -123,6 +124,21 @@ def _version(row: Any) -> ModelVersion:
     )
 
 
+# Columns added since the registry table was first released: a table without them gets them (NULL in
+# older rows: "not recorded then").
+ADDED_COLUMNS = frozenset({"stopped_reason"})
+
+
+def add_missing_columns(conn: sa.Connection, table: sa.Table) -> None:
+    """Bring a registry table made by an older release up to date; any other missing column is an error
+    that names the table and the columns."""
+    missing = missing_columns(conn, table)
+    unknown = [c for c in missing if c not in ADDED_COLUMNS]
+    if unknown:
+        raise LookupError(f"registry table {table.fullname!r} exists but lacks columns {unknown}")
+    add_columns(conn, table, missing)
+
+
 def lock_pipeline(conn: sa.Connection, table: sa.Table, pipeline: str) -> None:
     """Promotions of one pipeline take turns (tasks.db.advisory_xact_lock), so two runs finishing at once
     never leave two champions."""
@@ -141,8 +157,10 @@ def champion_before(
     did, and a backfill of a past date meets the champion of that time."""
     if not _has_table(conn, table):
         return None
+    # Only the columns ModelVersion reads: a table made by an older release may lack newer ones.
+    columns = [table.c[f.name] for f in dataclasses.fields(ModelVersion)]
     row = conn.execute(
-        sa.select(table)
+        sa.select(*columns)
         .where(table.c.pipeline == pipeline, table.c.as_of < as_of, table.c.promoted_at.is_not(None))
         .order_by(table.c.as_of.desc(), table.c.promoted_at.desc(), table.c.created_at.desc())
         .limit(1)
@@ -283,7 +301,13 @@ def challenge(
     season = cfg.data.season_length
     challenger_mase = holdout_mase(load_checkpoint(trained.checkpoint_path), panel, season)
     champion, champion_mase = plan.champion, None
-    if champion is not None and champion.version != trained.model_version:
+    if champion is not None and champion.version == trained.model_version:
+        # A fine-tune that no epoch improved on gives back the champion itself: nothing to register.
+        message = f"fine-tuning kept champion {champion.version} unchanged: no epoch beat it on validation"
+        stage_logger().info(message)
+        return Selection(champion.version, champion.checkpoint_path, promoted=False, message=message,
+                         challenger_mase=challenger_mase)  # fmt: skip
+    if champion is not None:
         model = (
             load_checkpoint(champion.checkpoint_path) if Path(champion.checkpoint_path).is_file() else None
         )
@@ -309,7 +333,7 @@ def challenge(
         with engine.begin() as conn:
             lock_pipeline(conn, table, cfg.name)  # first: two first runs must not both create the table
             table.create(conn, checkfirst=True)
-            add_columns(conn, table, missing_columns(conn, table))  # a table made by an older release
+            add_missing_columns(conn, table)
             key = (table.c.pipeline == cfg.name) & (table.c.version == trained.model_version)
             existing = conn.execute(sa.select(table.c.status).where(key)).scalar_one_or_none()
             if existing is None:

@@ -129,7 +129,9 @@ def best_baseline(summary: dict[str, dict[str, float]]) -> tuple[str, float]:
     nan MASE never wins."""
     scores = [(name, summary[name]["mase"]) for name in BASELINES if name in summary]
     if not scores:
-        raise ValueError(f"the backtest summary has no baseline; expected one of {list(BASELINES)}")
+        raise ValueError(
+            f"the backtest summary has no baseline; expected one of {list(BASELINES)}, got {sorted(summary)}"
+        )
     finite = [(name, mase) for name, mase in scores if not math.isnan(mase)]
     return min(finite, key=lambda pair: pair[1]) if finite else scores[0]
 

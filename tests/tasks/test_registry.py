@@ -136,18 +136,52 @@ def test_the_registry_records_a_fit_the_time_cap_stopped_also_in_a_table_made_be
           for c in full.columns if c.name != "stopped_reason"),
         schema=full.schema,
     )  # fmt: skip
+    old = train_model(cfg, history)  # a champion the older release registered, without the column
     engine = sa.create_engine(cfg.output.url)
     with engine.begin() as conn:
         older.create(conn)
+        conn.execute(sa.insert(older).values(
+            pipeline=cfg.name, version=old.model_version, created_at=pd.Timestamp(AS_OF[0]).to_pydatetime(),
+            as_of=pd.Timestamp(AS_OF[0]).to_pydatetime(), kind="trained", config_hash=config_hash(cfg),
+            checkpoint_path=old.checkpoint_path, device="cpu", epochs=1, backtest="{}", status="champion",
+            promoted_at=pd.Timestamp(AS_OF[0]).to_pydatetime(), run_id="run-0",
+        ))  # fmt: skip
     engine.dispose()
+    plan = plan_training_for(cfg, history, AS_OF[1])  # reads the older table as it is
+    assert plan.champion is not None and plan.champion.version == old.model_version
     capped = train_model(with_training(cfg, time_budget_s=1e-6, max_epochs=50), history)
     assert capped.stopped_reason == "time_budget"
-    challenge(cfg, capped, plan_for(cfg, None), history, AS_OF[0], "run-1", {})
+    challenge(cfg, capped, plan, history, AS_OF[1], "run-1", {})
     normal = train_model(with_training(cfg, seed=3), history)
-    challenge(cfg, normal, plan_for(cfg, version(capped, AS_OF[0])), history, AS_OF[1], "run-2", {})
+    challenge(cfg, normal, plan_for(cfg, version(capped, AS_OF[1])), history, AS_OF[2], "run-2", {})
     rows = registry_rows(cfg)
+    assert pd.isna(rows.loc[old.model_version, "stopped_reason"])  # not recorded then
     assert rows.loc[capped.model_version, "stopped_reason"] == "time_budget"
     assert rows.loc[normal.model_version, "stopped_reason"] == normal.stopped_reason != "time_budget"
+
+
+def test_a_registry_table_missing_other_columns_is_refused_by_name(cfg, history):
+    engine = sa.create_engine(cfg.output.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'create table "{cfg.registry.table}" (pipeline text, version text)'))
+    engine.dispose()
+    trained = train_model(cfg, history)
+    with pytest.raises(LookupError) as exc:
+        challenge(cfg, trained, plan_for(cfg, None), history, AS_OF[0], "run-1", {})
+    assert str(exc.value).startswith(
+        f"registry table '{cfg.registry.table}' exists but lacks columns ['created_at', 'as_of', 'kind',"
+    )
+
+
+def test_a_fine_tune_that_gives_back_the_champion_keeps_it_without_a_new_row(cfg, history):
+    trained = train_model(cfg, history)
+    challenge(cfg, trained, plan_for(cfg, None), history, AS_OF[0], "run-1", {})
+    again = challenge(cfg, trained, plan_for(cfg, version(trained, AS_OF[0])), history, AS_OF[1], "run-2", {})
+    assert not again.promoted and again.version == trained.model_version
+    assert again.message == (
+        f"fine-tuning kept champion {trained.model_version} unchanged: no epoch beat it on validation"
+    )
+    assert len(registry_rows(cfg)) == 1
 
 
 def test_plan_follows_the_policy_from_what_the_registry_holds(cfg, history):

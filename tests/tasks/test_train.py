@@ -1,12 +1,16 @@
 import contextlib
+import itertools
 import logging
 import os
 import re
 import subprocess
 import sys
+import time
+import types
 
 import pandas as pd
 
+import lstm_model.train as lstm_train
 from tasks.clean import clean
 from tasks.config import parse_config
 from tasks.extract import extract
@@ -55,11 +59,13 @@ def cpu_load(processes: int):
 
 
 def test_the_default_config_gives_bit_identical_forecasts_while_another_process_loads_the_cpu(
-    sensor_db, tmp_path
+    sensor_db, tmp_path, monkeypatch
 ):
-    """Same data and seed, the default model and training settings, two runs on a machine another
-    process keeps busy: training stops by epochs and early stopping, not by the clock, so the runs train
-    the same steps and the forecasts agree to the bit."""
+    """Same data and seed, the default model and training settings, two runs on a machine other
+    processes keep busy, the second on a clock that also runs 1 s per reading (a machine far slower
+    than this one): training stops by epochs and early stopping, not by the clock, so the runs train the
+    same steps and the forecasts agree to the bit. (A 120 s wall-clock stop, the earlier default, makes
+    the second run stop early.)"""
     raw = sensor_config_dict(sensor_db, tmp_path / "work")
     raw["model"], raw["training"] = {}, {}  # every model and training setting at its default
     raw["forecast"]["lookback"] = 48  # two days: read as two daily segments (patch_len auto)
@@ -68,7 +74,13 @@ def test_the_default_config_gives_bit_identical_forecasts_while_another_process_
     as_of = "2016-07-15T00:00:00+00:00"
     cleaned = clean.fn(cfg, extract.fn(cfg, as_of).path, as_of)
     with cpu_load(os.cpu_count() or 2):
-        runs = [train.fn(cfg, cleaned.history_path) for _ in range(2)]
+        runs = [train.fn(cfg, cleaned.history_path)]
+        ticks = itertools.count()
+        start = time.monotonic()
+        slow_clock = types.SimpleNamespace(monotonic=lambda: start + next(ticks))  # 1 s per reading
+        monkeypatch.setattr(lstm_train, "time", slow_clock)  # training's clock only
+        runs.append(train.fn(cfg, cleaned.history_path))
+    assert next(ticks) > 120  # the slow clock passed the earlier default's 120 s
     assert [r.stopped_reason for r in runs] != ["time_budget"] * 2
     assert runs[0].stopped_reason == runs[1].stopped_reason and runs[0].epochs == runs[1].epochs
     assert runs[0].model_version == runs[1].model_version  # a digest of the weights

@@ -51,7 +51,7 @@ def test_best_baseline_skips_nan_and_needs_a_baseline():
         best_baseline({"lstm": {"mase": 0.5}})
     assert str(exc.value) == (
         "the backtest summary has no baseline; expected one of "
-        "['seasonal_naive', 'naive', 'recent_median', 'seasonal_mean']"
+        "['seasonal_naive', 'naive', 'recent_median', 'seasonal_mean'], got ['lstm']"
     )
 
 
