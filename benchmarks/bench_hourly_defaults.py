@@ -40,7 +40,7 @@ import sqlalchemy as sa  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks import hourly_panel  # noqa: E402
-from benchmarks.selection import DEFAULT_SEEDS, mean_std, selection_lines  # noqa: E402
+from benchmarks.selection import DEFAULT_SEEDS, choose, mean_std, selection_lines  # noqa: E402
 from lstm_model import ModelConfig, Panel, TrainConfig  # noqa: E402
 from lstm_model.backtest import backtest, summarize  # noqa: E402
 from lstm_model.features import calendar_features  # noqa: E402
@@ -84,6 +84,7 @@ class Candidate:
         return f"patch_len {self.patch_len}, linear_init {self.linear_init}{cap}; other settings default"
 
 
+SHIPPED = Candidate(patch_len=SEASON)  # what patch_len "auto" and the training defaults give this panel
 CANDIDATES = {
     "single steps (earlier default)": Candidate(patch_len=1, time_budget_s=120.0),
     "segment = season (auto)": Candidate(patch_len=SEASON),
@@ -153,8 +154,9 @@ def main() -> None:
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
     if not args.skip_selection:
-        lines, _ = selection(frame, args.seeds)
-        print("\n".join(["", *lines, ""]), flush=True)
+        lines, scores = selection(frame, args.seeds)
+        shipped = next(n for n, c in CANDIDATES.items() if c == SHIPPED)
+        print("\n".join(["", *lines, f"validation winner: {choose(scores)}; shipped default: {shipped}", ""]))
 
     runs = []
     for seed in args.seeds:
