@@ -17,7 +17,8 @@ each). Two parts:
    once per seed: its own 3-fold backtest (held-back windows only) of the LSTM and every baseline, and
    the flow's wall time.
 
-Run: .venv/bin/python benchmarks/bench_hourly_defaults.py [--seeds 0 1 2] [--skip-selection]
+Run: .venv/bin/python benchmarks/bench_hourly_defaults.py [--seeds 0 1 2] [--selection-threads 1]
+         [--skip-selection | --selection-only]
 """
 
 from __future__ import annotations
@@ -100,14 +101,18 @@ def to_panel(frame: pd.DataFrame) -> Panel:
     return Panel.from_frame(frame, series_col="series_id", time_col="ts", target_col="value", future=future)
 
 
-def selection(frame: pd.DataFrame, seeds: list[int]) -> tuple[list[str], dict[str, list[float]]]:
+def selection(
+    frame: pd.DataFrame, seeds: list[int], threads: int | None
+) -> tuple[list[str], dict[str, list[float]]]:
     cut = frame["ts"].max() - pd.Timedelta(hours=VALIDATION_SHIFT)
     panel = to_panel(frame[frame["ts"] <= cut])
     scores: dict[str, list[float]] = {}
     for name, cand in CANDIDATES.items():
         model_cfg = ModelConfig(lookback=LOOKBACK, horizon=HORIZON, patch_len=cand.patch_len)
         for seed in seeds:
-            train_cfg = TrainConfig(seed=seed, linear_init=cand.linear_init, time_budget_s=cand.time_budget_s)
+            train_cfg = TrainConfig(
+                seed=seed, linear_init=cand.linear_init, time_budget_s=cand.time_budget_s, threads=threads
+            )
             t0 = time.perf_counter()
             rows = backtest(panel, model_cfg, train_cfg, n_folds=FOLDS, season_length=SEASON)
             table = summarize(rows)["mase"]
@@ -145,6 +150,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
     parser.add_argument("--skip-selection", action="store_true")
+    parser.add_argument("--selection-only", action="store_true")
+    parser.add_argument(
+        "--selection-threads", type=int, default=None,
+        help="torch threads of the selection fits (default: every core; 1 on a machine shared with other "
+        "jobs); the nightly runs always use the default, every core",
+    )  # fmt: skip
     args = parser.parse_args()
     frame = hourly_panel.panel()
     ids = pd.Series(frame["series_id"].unique())
@@ -154,11 +165,13 @@ def main() -> None:
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
     if not args.skip_selection:
-        lines, scores = selection(frame, args.seeds)
+        lines, scores = selection(frame, args.seeds, args.selection_threads)
         shipped = next(n for n, c in CANDIDATES.items() if c == SHIPPED)
         print("\n".join(["", *lines, f"validation winner: {choose(scores)}; shipped default: {shipped}", ""]))
 
     runs = []
+    if args.selection_only:
+        return
     for seed in args.seeds:
         r = nightly(frame, seed)
         bt = r["backtest"]
