@@ -144,6 +144,7 @@ def main() -> None:
         "COPY, keyed table holding the previous as-of (nightly)": (with_previous, [None]),
         "COPY, then the key built (first publish)": (fresh, [None, ADD_KEY]),
     }
+
     # lstmcast's default layout: a forecast table partitioned by (pipeline, as_of), holding the previous
     # as-of; the as-of's rows go into a table of their own, keyed and attached (publish.load_partition)
     def bound(day: str) -> str:
@@ -185,7 +186,8 @@ def main() -> None:
     partition_cases: dict[str, tuple[list[str], list[Step]]] = {
         "partitioned: next as-of attached (nightly)": (partitioned, [*load, attach]),
         "partitioned: the as-of's partition replaced (re-run)": (
-            rerun, [*load, "drop table bench_floor_p_cur", attach]
+            rerun,
+            [*load, "drop table bench_floor_p_cur", attach],
         ),
     }
     replaces: dict[str, list[Step]] = {
