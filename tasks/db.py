@@ -11,8 +11,11 @@ from sqlalchemy.engine import Engine, make_url
 
 try:  # the ADBC driver ships with the postgres extra; without it PostgreSQL is read through SQLAlchemy
     from adbc_driver_manager import Error as AdbcError
-except ImportError:  # pragma: no cover - depends on the installed extras
-    AdbcError = ()
+except ImportError:  # pragma: no cover - depends on the extras; tests/tasks/test_db.py runs it apart
+
+    class AdbcError(Exception):  # type: ignore[no-redef]
+        """Stands in for ADBC's error type when the driver is absent: nothing raises it."""
+
 
 _TRANSIENT_MESSAGES = re.compile(
     r"database is locked|could not connect|connection refused|server closed the connection|"

@@ -1,4 +1,8 @@
 import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -27,6 +31,20 @@ def op_error(message: str) -> sa.exc.OperationalError:
 )
 def test_transient_errors_are_told_apart_from_permanent_ones(exc, expected):
     assert is_transient(exc) is expected
+
+
+def test_the_retry_check_works_without_the_adbc_driver():
+    """Without the postgres extra the ADBC import fails; the check must still triage errors, not raise."""
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["adbc_driver_manager"] = None  # the import now raises ImportError, as without the extra
+        from tasks.db import is_transient
+        print(is_transient(ValueError("bad data")), is_transient(OSError("could not connect to server")),
+              is_transient(OSError("No space left on device")))
+    """)
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "False"]
 
 
 def test_missing_table_names_table_and_database(tmp_path):
