@@ -21,7 +21,7 @@ MAX_AUTO_STEPS = 50  # batches per epoch when steps_per_epoch is left to the dat
 
 
 def _is_int(value: Any) -> bool:
-    # bool is an int subclass, but `hidden_size: true` in a YAML file is a mistake, not 1.
+    # bool is an int subclass, but `hidden_size = true` in a TOML file is a mistake, not 1.
     return isinstance(value, int) and not isinstance(value, bool)
 
 

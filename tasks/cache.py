@@ -16,14 +16,13 @@ import hashlib
 import json
 import uuid
 from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
-
-import lstmcast
 
 TOKEN = ".cache-token"
 _SOURCES = ("lstm_model", "tasks")
@@ -33,12 +32,13 @@ _SOURCES = ("lstm_model", "tasks")
 def code_version() -> str:
     """lstmcast's version plus a digest of the modelling and stage sources: an edited stage is new code."""
     root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256(lstmcast.__version__.encode())
+    release = version("lstmcast")  # the installed distribution's metadata, not an upward import
+    digest = hashlib.sha256(release.encode())
     for package in _SOURCES:
         for path in sorted((root / package).rglob("*.py")):
             digest.update(path.relative_to(root).as_posix().encode())
             digest.update(path.read_bytes())
-    return f"{lstmcast.__version__}+{digest.hexdigest()[:12]}"
+    return f"{release}+{digest.hexdigest()[:12]}"
 
 
 def content_digest(path: str | Path) -> str:
