@@ -243,12 +243,16 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown candidate {unknown[0]!r}; choose from {list(CANDIDATES)}")
     candidates = {n: CANDIDATES[n] for n in names}
+    counts = {"--workers": args.workers, "--refit-every": args.refit_every, "--threads": args.threads}
+    for flag, value in counts.items():
+        if value < 1:
+            raise SystemExit(f"{flag} must be at least 1, got {value}")
     seeds, test_windows = args.seeds, None
     if args.quick:
         candidates = {n: replace(CANDIDATES[n], max_epochs=3) for n in ("base", "recent-tail")}
         seeds, test_windows = [0], [0, 9]
     started = time.perf_counter()
-    data = pasta.load()
+    data = _data()
     all_cuts = pasta.cutoffs(data.n_steps)
     cuts = [all_cuts[k] for k in test_windows] if test_windows else all_cuts
     print(f"machine: {machine_line(args.threads)}")
