@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import BrokenExecutor, CancelledError
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -23,9 +24,9 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Failed, State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from flows.runners import nightly_flow
+from flows.nightly import nightly_flow
 from tasks.config import PipelineConfig, load_config
-from tasks.extract import parse_as_of
+from tasks.parsing import parse_as_of
 
 RUN_ERROR_PREFIX = "Flow run encountered an exception: "  # how Prefect words a flow run's exception
 
@@ -143,8 +144,8 @@ def date_outcome(as_of: str, state: State, seconds: float) -> dict[str, Any]:
 
 @task(task_run_name="as-of {as_of}")
 def forecast_as_of(config_path: str, as_of: str) -> dict[str, Any] | State:
-    """Run the nightly flow (with the config's task runner) for one as-of, reading the source in full up
-    to it; a failed run fails this task too, with the outcome as its data."""
+    """Run the nightly flow for one as-of, reading the source in full up to it."""
+    # a failed run fails this task too, with the outcome as its data
     started = time.perf_counter()
     state = nightly_flow(load_config(config_path))(config_path, as_of, full_read=True, return_state=True)
     outcome = date_outcome(as_of, state, time.perf_counter() - started)
@@ -167,7 +168,7 @@ def future_outcome(as_of: str, future: PrefectFuture) -> dict[str, Any]:
         future.wait()
         state = future.state
         result = state.result(raise_on_failure=False)
-    except Exception as exc:  # the worker process died (the whole pool breaks with it)
+    except (BrokenExecutor, CancelledError) as exc:  # a worker process died: the whole pool breaks with it
         return lost_outcome(as_of, "Crashed", f"{type(exc).__name__}: {exc}")
     if isinstance(result, dict):
         return result
@@ -202,8 +203,8 @@ def failure_message(summary: dict[str, Any]) -> str:
 def backfill_forecasts(
     config_path: str, start: str, end: str, every: str = "1D", concurrency: int = 2
 ) -> dict[str, Any] | State:
-    """Forecast as of every `every` step in [start, end], `concurrency` dates at a time; fails, after all
-    dates ran, if any date failed."""
+    """Forecast as of every `every` step in [start, end], `concurrency` dates at a time."""
+    # fails, after all dates ran, if any date failed
     started = time.perf_counter()
     dates = [d.isoformat() for d in backfill_dates(start, end, every)]
     check_concurrency(concurrency)

@@ -10,8 +10,8 @@ Dask task runner (flows/runners.py) they run in parallel across the cluster.
 
 from __future__ import annotations
 
-import dataclasses
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,18 +22,27 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runners import nightly_flow
+from flows.runners import task_runner
 from tasks.cache import cached
-from tasks.clean import clean
+from tasks.clean import CleanResult, clean
 from tasks.config import PipelineConfig, load_config
 from tasks.extract import extract, resolve_as_of
-from tasks.forecast import forecast_group, merge_forecasts, series_groups
-from tasks.publish import build_run_record, publish
+from tasks.forecast import ForecastResult, forecast_group, merge_forecasts, series_groups
+from tasks.publish import publish
 from tasks.registry import REUSE, WARM_START, Selection, plan_training, register, reuse_champion
 from tasks.report import report
 from tasks.score import score
-from tasks.train import TrainOutput, reproducibility, train
-from tasks.validate import GateFailed, backtest_fold, folds, gate, summarize_backtest
+from tasks.summary import RunOutcome, run_record, run_summary
+from tasks.train import TrainOutput, fallback_message, reproducibility, train
+from tasks.validate import (
+    GateDecision,
+    GateFailed,
+    ValidateResult,
+    backtest_fold,
+    gate,
+    plan_folds,
+    summarize_backtest,
+)
 
 GATE_FAILED = "GateFailed"  # final state name of a run whose LSTM lost the backtest with gate = "fail"
 FALLBACK = "CompletedWithFallback"  # final state name of a run that published a baseline instead
@@ -60,10 +69,8 @@ def nightly_run_name() -> str:
     task_runner=ThreadPoolTaskRunner(max_workers=1),
 )
 def nightly_forecast(config_path: str, as_of: str | None = None, full_read: bool = False) -> Any:
-    """Forecast every series `horizon` steps past `as_of` (default: the source's last timestamp).
-
-    `full_read` reads the source in full up to as-of instead of through the incremental store (backfills).
-    """
+    """Forecast every series `horizon` steps past `as_of` (default: the source's last timestamp)."""
+    # `full_read` reads the source in full up to as-of instead of through the incremental store (backfills)
     started_at = datetime.now(UTC).isoformat()
     cfg = load_config(config_path)
     if cfg.scale.runner == "dask" and not uses_dask():
@@ -76,104 +83,83 @@ def nightly_forecast(config_path: str, as_of: str | None = None, full_read: bool
         name_run_after(as_of_iso)
     extracted = extract(cfg, as_of_iso)
     cleaned = cached(clean)(cfg, extracted.path, as_of_iso)
-    history = cleaned.history_path
-
-    t_backtest = time.perf_counter()
-    fold_runs = [cached(backtest_fold).submit(cfg, history, f) for f in folds(cfg, history)]
-    backtest = summarize_backtest(
-        cfg, history, [f.result() for f in fold_runs], time.perf_counter() - t_backtest
-    )
+    backtest = run_backtest(cfg, cleaned.history_path)
     decision = gate(cfg, backtest.summary)
     if decision.fail:
         return Failed(name=GATE_FAILED, message=decision.message, data=GateFailed(decision.message))
-
-    stages: dict[str, Any] = {"extract": extracted, "clean": cleaned, "validate": backtest}
-    checkpoint, model_version, training = None, decision.baseline, None
-    run_id = str(flow_run.id)
-    fallback = None if decision.use_lstm else decision.message
-    if decision.use_lstm:
-        model = choose_model(cfg, history, as_of_iso, run_id, backtest.summary, decision.baseline)
-        training, fallback = model.training, model.fallback
-        if model.trained is not None:
-            stages["train"] = model.trained
-        if model.selection is not None:
-            checkpoint, model_version = model.selection.checkpoint_path, model.selection.version
-
-    t_forecast = time.perf_counter()
-    groups = series_groups(history, cfg.scale.forecast_groups)
-    parts = [
-        cached(forecast_group).submit(cfg, checkpoint, history, cleaned.future_path, i, g, decision.baseline)
-        for i, g in enumerate(groups)
-    ]
-    forecasts = stages["forecast"] = merge_forecasts(
-        cfg, history, [p.result() for p in parts], time.perf_counter() - t_forecast
-    )
-    stopped = stages["train"].stopped_reason if "train" in stages else None
-    reproducible = reproducibility(backtest.time_capped_folds, stopped)
-    run = build_run_record(
-        cfg,
-        run_id=run_id,
-        as_of=as_of_iso,
-        started_at=started_at,
-        model_version=model_version,
-        metrics={
-            "backtest": backtest.summary,
-            "folds": backtest.folds,
-            "gate": decision.message,
-            "training": training,
-            "fallback": fallback,
-            "interval": forecasts.interval,
-            "reproducible": reproducible,
-        },
-        timings=run_timings(stages),
-        counts={name: dataclasses.asdict(result) for name, result in stages.items()},
-    )
-    published = publish(cfg, forecasts.path, run, cleaned.quality_path)
-    scored = score(cfg, history)
-    summary = {
-        "pipeline": cfg.name,
-        "run_id": run.run_id,
-        "as_of": as_of_iso,
-        "model_version": model_version,
-        "gate": decision.message,
-        "training": training,
-        "fallback": fallback,
-        "reproducible": reproducible,
-        "interval": forecasts.interval,
-        "backtest": backtest.summary,
-        "series_forecast": forecasts.series,
-        "series_skipped": cleaned.series_skipped,
-        "rows_published": published.rows,
-        "rows_replaced": published.replaced,
-        "output_table": cfg.output.table,
-        "quality_rows": published.quality_rows,
-        "accuracy_scored": scored.scored,
-        "timings": {**run_timings(stages), "publish": published.seconds, "score": scored.seconds},
-    }
-    report(cfg, summary, backtest.path, cleaned.quality_path, history, forecasts.path)
-    if fallback is not None:
-        return Completed(name=FALLBACK, message=fallback, data=summary)
+    model = choose_model(cfg, cleaned.history_path, as_of_iso, backtest, decision)
+    forecasts = run_forecasts(cfg, model.checkpoint, cleaned, decision.baseline)
+    stages = {"extract": extracted, "clean": cleaned, "validate": backtest, "train": model.trained}
+    stages = {name: result for name, result in stages.items() if result is not None} | {"forecast": forecasts}
+    outcome = RunOutcome(
+        run_id=str(flow_run.id), as_of=as_of_iso, started_at=started_at, model_version=model.version,
+        gate=decision.message, training=model.training, fallback=model.fallback,
+        reproducible=reproducibility(backtest.time_capped_folds, model.stopped_reason),
+        interval=forecasts.interval, backtest=backtest.summary, folds=backtest.folds,
+        stages=stages,
+    )  # fmt: skip
+    published = publish(cfg, forecasts.path, run_record(cfg, outcome), cleaned.quality_path)
+    scored = score(cfg, cleaned.history_path)
+    summary = run_summary(cfg, outcome, published, scored)
+    report(cfg, summary, backtest.path, cleaned.quality_path, cleaned.history_path, forecasts.path)
+    if outcome.fallback is not None:
+        return Completed(name=FALLBACK, message=outcome.fallback, data=summary)
     return summary
 
 
-@dataclasses.dataclass(frozen=True)
+def nightly_flow(cfg: PipelineConfig) -> Any:
+    """`nightly_forecast` with the config's task runner (a deployment, which loads the flow with its
+    default runner, gets there through a subflow)."""
+    return nightly_forecast.with_options(task_runner=task_runner(cfg))
+
+
+def run_backtest(cfg: PipelineConfig, history: str) -> ValidateResult:
+    """Every fold as its own task (in parallel on Dask), then their summary."""
+    started = time.perf_counter()
+    runs = [cached(backtest_fold).submit(cfg, history, f) for f in plan_folds(cfg, history)]
+    return summarize_backtest(cfg, history, [r.result() for r in runs], time.perf_counter() - started)
+
+
+def run_forecasts(
+    cfg: PipelineConfig, checkpoint: str | None, cleaned: CleanResult, baseline: str
+) -> ForecastResult:
+    """Every group of series as its own task (in parallel on Dask), then one forecast file."""
+    started, history = time.perf_counter(), cleaned.history_path
+    parts = [
+        cached(forecast_group).submit(cfg, checkpoint, history, cleaned.future_path, i, group, baseline)
+        for i, group in enumerate(series_groups(history, cfg.scale.forecast_groups))
+    ]
+    return merge_forecasts(cfg, history, [p.result() for p in parts], time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
 class ModelChoice:
-    selection: Selection | None  # None: training failed and the config says to fall back
+    """What forecasts this run: a checkpoint (None: the best baseline), and how it was chosen."""
+
+    checkpoint: str | None
+    version: str  # the model version, or the baseline's name
     trained: TrainOutput | None
-    training: dict[str, str]
+    training: dict[str, str] | None
     fallback: str | None
+
+    @property
+    def stopped_reason(self) -> str | None:
+        return self.trained.stopped_reason if self.trained is not None else None
 
 
 def choose_model(
-    cfg: PipelineConfig, history: str, as_of: str, run_id: str, backtest: dict[str, dict[str, float]],
-    baseline: str,
-) -> ModelChoice:  # fmt: skip
-    """Plan from the registry, then reuse the champion or train a challenger and let it challenge."""
+    cfg: PipelineConfig, history: str, as_of: str, backtest: ValidateResult, decision: GateDecision
+) -> ModelChoice:
+    """The gate's baseline, or (when the LSTM passed) the registry's plan: reuse the champion, or train a
+    challenger and let it challenge; a failed training falls back when the config says so."""
+    baseline = decision.baseline
+    if not decision.use_lstm:
+        return ModelChoice(None, baseline, None, None, decision.message)
     plan = plan_training(cfg, history, as_of)
     training = {"plan": plan.action, "reason": plan.reason}
     if plan.action == REUSE:
         selection = reuse_champion(plan)
-        return ModelChoice(selection, None, training | {"selection": selection.message}, None)
+        return chosen(selection, None, training)
     parent = plan.champion if plan.action == WARM_START else None
     attempt = cached(train)(
         cfg, history, parent.checkpoint_path if parent else None, parent.version if parent else None,
@@ -181,17 +167,24 @@ def choose_model(
     )  # fmt: skip
     if attempt.is_failed():
         failure = attempt.result(raise_on_failure=False)
-        if not (isinstance(failure, FloatingPointError) and cfg.training.on_failure == "fallback"):
+        fallback = fallback_message(cfg, failure, baseline)
+        if fallback is None:
             raise failure
-        fallback = (
-            f"training failed ({failure}); training.on_failure = 'fallback': "
-            f"publishing the {baseline} forecast"
-        )
         get_run_logger().error(fallback)
-        return ModelChoice(None, None, training, fallback)
+        return ModelChoice(None, baseline, None, training, fallback)
     trained = attempt.result()
-    selection = register(cfg, trained, plan, history, as_of, run_id, backtest)
-    return ModelChoice(selection, trained, training | {"selection": selection.message}, None)
+    selection = register(cfg, trained, plan, history, as_of, str(flow_run.id), backtest.summary)
+    return chosen(selection, trained, training)
+
+
+def chosen(selection: Selection, trained: TrainOutput | None, training: dict[str, str]) -> ModelChoice:
+    return ModelChoice(
+        selection.checkpoint_path,
+        selection.version,
+        trained,
+        training | {"selection": selection.message},
+        None,
+    )
 
 
 def relay(state: State) -> State:
@@ -205,7 +198,3 @@ def relay(state: State) -> State:
 def uses_dask() -> bool:
     runner = FlowRunContext.get().task_runner
     return type(runner).__name__ == "DaskTaskRunner"
-
-
-def run_timings(stages: dict[str, Any]) -> dict[str, float]:
-    return {name: result.seconds for name, result in stages.items()}

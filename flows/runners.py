@@ -1,4 +1,4 @@
-"""The task runner a pipeline's config asks for, and the nightly flow bound to it.
+"""The task runner a pipeline's config asks for.
 
 The default runs backtest folds and forecast groups one at a time in this process (each already uses
 every core). `scale.runner = "dask"` sends them to a Dask cluster through prefect-dask: the cluster at
@@ -27,11 +27,3 @@ def task_runner(cfg: PipelineConfig) -> Any:
         return DaskTaskRunner(address=cfg.scale.dask_address)
     workers = cfg.scale.dask_workers or 2
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
-
-
-def nightly_flow(cfg: PipelineConfig) -> Any:
-    """`nightly_forecast` with the config's task runner (a deployment, which loads the flow with its
-    default runner, gets there through a subflow)."""
-    from flows.nightly import nightly_forecast  # flows.nightly imports this module
-
-    return nightly_forecast.with_options(task_runner=task_runner(cfg))

@@ -15,7 +15,8 @@ _MODULES = {
     "LSTMForecaster": "model",
     "Panel": "panel",
     "SeriesScaler": "scaling",
-    "TrainResult": "train", "fit": "train", "predict": "train", "predict_origins": "train",
+    "predict": "prediction", "predict_origins": "prediction",
+    "TrainingFailed": "train", "TrainResult": "train", "fit": "train",
     "WindowSource": "windows",
 }  # fmt: skip
 
@@ -33,6 +34,7 @@ __all__ = [
     "SeriesScaler",
     "TrainConfig",
     "TrainResult",
+    "TrainingFailed",
     "WindowSource",
     "backtest",
     "coverage",

@@ -13,10 +13,12 @@ import pandas as pd
 from sklearn.model_selection import TimeSeriesSplit
 
 from lstm_model.baselines import BASELINES, baseline_quantiles
+from lstm_model.calibration import quantile_pairs
 from lstm_model.config import ModelConfig, TrainConfig
 from lstm_model.metrics import coverage, mae, mase, rmse, smape
 from lstm_model.panel import Panel
-from lstm_model.train import TrainResult, fit, predict, predict_origins, quantile_pairs
+from lstm_model.prediction import predict, predict_origins
+from lstm_model.train import TrainResult, fit
 
 MODELS = ("lstm", *BASELINES)
 # `stopped`: why the fold's LSTM fit ended (TrainResult.stopped_reason), the same on every row of a fold

@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 
+from lstm_model.calibration import quantile_pairs
 from lstm_model.config import ModelConfig, TrainConfig
 from lstm_model.model import LSTMForecaster
 from lstm_model.scaling import SeriesScaler
-from lstm_model.train import TrainResult, quantile_pairs
+from lstm_model.train import TrainResult
 
 FORMAT_VERSION = 2
 _KEYS = (

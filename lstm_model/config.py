@@ -1,7 +1,9 @@
-"""Model and training configuration.
+"""Model and training configuration: the one definition of each setting's name, type, default and range.
 
-Frozen and validated on construction so a bad config value fails before any data is loaded,
-with a message that names the offending field.
+Frozen and validated on construction, so a bad value fails before any data is loaded. The pipeline's TOML
+sections [model] and [training] are generated from these fields (tasks.config), so the defaults here are
+the pipeline's defaults, and every message names a setting by its TOML key (`forecast.lookback`,
+`model.hidden_size`, `training.max_epochs`), where users set it.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-def _check_int(prefix: str, name: str, value: Any, minimum: int) -> None:
+def _check_int(key: str, value: Any, minimum: int) -> None:
     if not _is_int(value) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{prefix}.{name} must be {what}, got {value!r}")
+        raise ValueError(f"{key} must be {what}, got {value!r}")
 
 
 def _check_float(
-    prefix: str, name: str, value: Any, *, low: float, low_inclusive: bool, high: float | None = None
+    key: str, value: Any, *, low: float, low_inclusive: bool, high: float | None = None
 ) -> float:
     ok = _is_number(value) and (value >= low if low_inclusive else value > low)
     if high is not None:
@@ -44,8 +46,18 @@ def _check_float(
     if not ok:
         lo = f">= {low}" if low_inclusive else f"> {low}"
         rng = f"a number {lo}" if high is None else f"a number {lo} and < {high}"
-        raise ValueError(f"{prefix}.{name} must be {rng}, got {value!r}")
+        raise ValueError(f"{key} must be {rng}, got {value!r}")
     return float(value)
+
+
+def _check_bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {choices}, got {value!r}")
 
 
 def _check_quantiles(value: Any) -> tuple[float, ...]:
@@ -61,26 +73,30 @@ def _check_quantiles(value: Any) -> tuple[float, ...]:
     return levels
 
 
-def _from_dict(cls: type[_C], prefix: str, d: Mapping[str, Any]) -> _C:
+def _from_dict(cls: type[_C], what: str, d: Mapping[str, Any]) -> _C:
+    """`cls` from a saved dict (a checkpoint's), refusing keys it does not know or lacks."""
     if not isinstance(d, Mapping):
-        raise TypeError(f"{prefix} config must be a mapping, got {type(d).__name__}")
+        raise TypeError(f"{what} config must be a mapping, got {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - set(fields))
     if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} in {prefix} config; allowed keys: {sorted(fields)}")
+        raise ValueError(f"unknown key {unknown[0]!r} in {what} config; allowed keys: {sorted(fields)}")
     missing = [
         name
         for name, f in fields.items()
         if name not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ValueError(f"{prefix}.{missing[0]} is required")
+        raise ValueError(f"missing key {missing[0]!r} in {what} config")
     return cls(**d)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of the LSTM forecaster; everything needed to rebuild it from a checkpoint."""
+    """Architecture of the LSTM forecaster; everything needed to rebuild it from a checkpoint.
+
+    `lookback` and `horizon` are the pipeline's `forecast.lookback` and `forecast.horizon`; a pipeline's
+    `model.patch_len` defaults to "auto" (one season per segment, tasks.config.auto_patch_len)."""
 
     lookback: int
     horizon: int
@@ -94,20 +110,20 @@ class ModelConfig:
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
 
     def __post_init__(self) -> None:
-        _check_int("model", "lookback", self.lookback, 1)
-        _check_int("model", "horizon", self.horizon, 1)
-        _check_int("model", "hidden_size", self.hidden_size, 1)
-        _check_int("model", "num_layers", self.num_layers, 1)
-        _check_int("model", "context_size", self.context_size, 1)
-        _check_int("model", "patch_len", self.patch_len, 1)
-        if not isinstance(self.instance_norm, bool):
-            raise ValueError(f"model.instance_norm must be true or false, got {self.instance_norm!r}")
+        _check_int("forecast.lookback", self.lookback, 1)
+        _check_int("forecast.horizon", self.horizon, 1)
+        _check_int("model.hidden_size", self.hidden_size, 1)
+        _check_int("model.num_layers", self.num_layers, 1)
+        _check_int("model.context_size", self.context_size, 1)
+        _check_int("model.patch_len", self.patch_len, 1)
+        _check_bool("model.instance_norm", self.instance_norm)
         if self.lookback % self.patch_len:
             raise ValueError(
-                f"model.lookback ({self.lookback}) must be a multiple of model.patch_len ({self.patch_len})"
+                f"forecast.lookback ({self.lookback}) must be a multiple of "
+                f"model.patch_len ({self.patch_len})"
             )
-        _check_int("model", "embedding_dim", self.embedding_dim, 0)
-        dropout = _check_float("model", "dropout", self.dropout, low=0.0, low_inclusive=True, high=1.0)
+        _check_int("model.embedding_dim", self.embedding_dim, 0)
+        dropout = _check_float("model.dropout", self.dropout, low=0.0, low_inclusive=True, high=1.0)
         object.__setattr__(self, "dropout", dropout)
         object.__setattr__(self, "quantiles", _check_quantiles(self.quantiles))
 
@@ -135,7 +151,7 @@ class TrainConfig:
     time steps (at least `horizon` steps) holds the validation targets."""
 
     max_epochs: int = 30
-    # batches per epoch; None: one pass over the training windows, at most MAX_AUTO_STEPS batches
+    # batches per epoch; None ("auto" in TOML): one pass over the training windows, at most MAX_AUTO_STEPS
     steps_per_epoch: int | None = None
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -144,7 +160,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     val_fraction: float = 0.1
     max_val_windows: int = 2048
-    time_budget_s: float | None = None
+    # A safety cap on each fit's wall-clock seconds, not the stopping rule: epochs, steps and early
+    # stopping decide how long a fit trains, so the same data and seed give the same model on a busy
+    # machine. A fit the cap stops is recorded as "stopped by time, not reproducible". None: no cap.
+    time_budget_s: float | None = 600.0
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 autocast on a CUDA device that supports it, fp32 elsewhere
@@ -157,47 +176,46 @@ class TrainConfig:
     divergence_factor: float | None = 10.0
 
     def __post_init__(self) -> None:
-        _check_int("train", "max_epochs", self.max_epochs, 1)
+        _check_int("training.max_epochs", self.max_epochs, 1)
         if self.steps_per_epoch is not None:
-            _check_int("train", "steps_per_epoch", self.steps_per_epoch, 1)
-        _check_int("train", "batch_size", self.batch_size, 1)
-        _check_int("train", "patience", self.patience, 1)
-        _check_int("train", "max_val_windows", self.max_val_windows, 1)
+            _check_int("training.steps_per_epoch", self.steps_per_epoch, 1)
+        _check_int("training.batch_size", self.batch_size, 1)
+        _check_int("training.patience", self.patience, 1)
+        _check_int("training.max_val_windows", self.max_val_windows, 1)
         # numpy's default_rng rejects negative seeds, so reject them here with a clearer message.
-        _check_int("train", "seed", self.seed, 0)
+        _check_int("training.seed", self.seed, 0)
         floats = {
             "learning_rate": _check_float(
-                "train", "learning_rate", self.learning_rate, low=0.0, low_inclusive=False
+                "training.learning_rate", self.learning_rate, low=0.0, low_inclusive=False
             ),
             "weight_decay": _check_float(
-                "train", "weight_decay", self.weight_decay, low=0.0, low_inclusive=True
+                "training.weight_decay", self.weight_decay, low=0.0, low_inclusive=True
             ),
-            "grad_clip": _check_float("train", "grad_clip", self.grad_clip, low=0.0, low_inclusive=False),
+            "grad_clip": _check_float("training.grad_clip", self.grad_clip, low=0.0, low_inclusive=False),
             "val_fraction": _check_float(
-                "train", "val_fraction", self.val_fraction, low=0.0, low_inclusive=False, high=1.0
+                "training.val_fraction", self.val_fraction, low=0.0, low_inclusive=False, high=1.0
             ),
         }
         if self.divergence_factor is not None:
             floats["divergence_factor"] = _check_float(
-                "train", "divergence_factor", self.divergence_factor, low=1.0, low_inclusive=False
+                "training.divergence_factor", self.divergence_factor, low=1.0, low_inclusive=False
             )
         if self.time_budget_s is not None:
             floats["time_budget_s"] = _check_float(
-                "train", "time_budget_s", self.time_budget_s, low=0.0, low_inclusive=False
+                "training.time_budget_s", self.time_budget_s, low=0.0, low_inclusive=False
             )
         for name, value in floats.items():
             object.__setattr__(self, name, value)
         if not isinstance(self.device, str) or not is_valid_device_string(self.device):
-            raise ValueError(f"train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise ValueError(
+                f"training.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            )
+        _check_choice("training.precision", self.precision, PRECISIONS)
         if self.threads is not None:
-            _check_int("train", "threads", self.threads, 1)
-        if self.loss not in LOSSES:
-            raise ValueError(f"train.loss must be one of {LOSSES}, got {self.loss!r}")
-        for name in ("calibrate", "linear_init"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
+            _check_int("training.threads", self.threads, 1)
+        _check_choice("training.loss", self.loss, LOSSES)
+        _check_bool("training.calibrate", self.calibrate)
+        _check_bool("training.linear_init", self.linear_init)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -211,4 +229,4 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        return _from_dict(cls, "train", d)
+        return _from_dict(cls, "training", d)

@@ -1,12 +1,10 @@
-"""Training loop, interval calibration and batch prediction."""
+"""Training a global LSTM on a panel: `fit`, its loop, and the loop's sub-steps as small named functions."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,27 +12,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from lstm_model.config import LOSSES, PRECISIONS, ModelConfig, TrainConfig
+from lstm_model.calibration import CALIBRATION_WINDOWS, conformal_widths, quantile_pairs
+from lstm_model.config import ModelConfig, TrainConfig
 from lstm_model.device import select_device
+from lstm_model.linear_init import LINEAR_WINDOWS, fit_linear_skip
+from lstm_model.losses import LossFn, loss_function
 from lstm_model.model import LSTMForecaster
 from lstm_model.panel import Panel
+from lstm_model.prediction import Runner
+from lstm_model.runtime import place_data, torch_threads, use_bf16
 from lstm_model.scaling import SeriesScaler
 from lstm_model.windows import Batch, StartRanges, WindowSource, split_starts
 
-PREDICT_BATCH = 4096  # windows per forward pass when predicting: bounds memory for wide panels
 EVAL_BATCH_MIN = 512  # validation needs no gradients, so larger batches are cheap and faster
-GPU_DATA_FRACTION = 0.5  # keep the data on the GPU when it takes at most this share of free memory
-# Validation windows the intervals are calibrated on, at most: a 90% score quantile from 4096 windows is
-# stable to about a percent, and the cap bounds the time and the (windows, horizon, Q) memory it costs.
-CALIBRATION_WINDOWS = 4096
-# Training windows the linear skip path is fitted on, at most, and its ridge penalty (relative to the
-# mean input variance): enough windows to pin down lookback x horizon weights, in well under a second.
-LINEAR_WINDOWS = 50_000
-LINEAR_RIDGE = 1e-3
-# Why a fit ended when train.time_budget_s stopped it: a safety cap, and the one stop that depends on the
+# Why a fit ended when training.time_budget_s stopped it: a safety cap, and the one stop that depends on the
 # machine's speed and load, so such a model is not reproducible from its data and seed.
 TIME_BUDGET = "time_budget"
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (pred, y) -> scalar loss
+
+
+class TrainingFailed(FloatingPointError):
+    """A fit whose loss became non-finite or diverged: callers fall back to a baseline on exactly these."""
 
 
 @dataclass
@@ -61,241 +58,6 @@ class TrainResult:
         return self.scaler.series_ids
 
 
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[int]:
-    """Run with `n` intra-op threads (default: every available core), restoring the setting after."""
-    before = torch.get_num_threads()
-    n = n or available_cores()
-    torch.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(before)
-
-
-def use_bf16(device: torch.device, precision: str) -> bool:
-    """Whether to train under bf16 autocast.
-
-    'auto' uses it on CUDA devices with native bf16 (compute capability 8.0+, or ROCm) and fp32 elsewhere:
-    on the CPU bf16 LSTMs are slower, and older GPUs only emulate bf16, slowly. An explicit 'bf16' that
-    cannot be honoured is an error, like an explicit 'cuda' without a GPU, not a silent fp32 run.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp32":
-        return False
-    if device.type != "cuda":
-        if precision == "bf16":
-            raise ValueError(
-                f"train.precision 'bf16' needs a CUDA device, but the device is {device}; "
-                "use 'auto' or 'fp32'"
-            )
-        return False
-    if torch.version.hip:
-        return True
-    major, minor = torch.cuda.get_device_capability(device)
-    if precision == "bf16" and major < 8:
-        raise RuntimeError(
-            f"train.precision 'bf16' requested but {device} (compute capability {major}.{minor}) has no "
-            "native bfloat16; use 'auto' or 'fp32'"
-        )
-    return major >= 8
-
-
-def pinball_loss(pred: torch.Tensor, y: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Mean quantile (pinball) loss; pred (batch, horizon, Q), y (batch, horizon), levels (Q,)."""
-    err = y.unsqueeze(-1) - pred.float()  # (batch, horizon, Q)
-    return torch.maximum(levels * err, (levels - 1.0) * err).mean()
-
-
-def loss_function(name: str, levels: Sequence[float]) -> LossFn:
-    """The training and early-stopping loss: `pinball` over every quantile (the median is then the
-    point forecast), or `mse` of the single output (the point forecast is then the mean, for users
-    scored by squared error). pred (batch, horizon, Q), y (batch, horizon) -> scalar."""
-    if name not in LOSSES:
-        raise ValueError(f"train.loss must be one of {LOSSES}, got {name!r}")
-    if name == "mse":
-        if tuple(levels) != (0.5,):
-            raise ValueError(
-                "train.loss 'mse' trains one point forecast: model.quantiles must be [0.5], "
-                f"got {list(levels)}"
-            )
-        return lambda pred, y: ((pred.float()[:, :, 0] - y) ** 2).mean()
-    on_device: dict[torch.device, torch.Tensor] = {}  # the levels, copied to each device once
-
-    def pinball(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if pred.device not in on_device:
-            on_device[pred.device] = torch.tensor(tuple(levels), dtype=torch.float32, device=pred.device)
-        return pinball_loss(pred, y, on_device[pred.device])
-
-    return pinball
-
-
-def quantile_pairs(levels: Sequence[float]) -> list[tuple[int, int]]:
-    """Index pairs (lower, upper) of symmetric quantiles, e.g. (0.1, 0.9), outermost first: each one is a
-    central interval. Pairs are matched by value, so (0.1, 0.2, 0.5, 0.8) still pairs 0.2 with 0.8; a
-    level without its mirror image is in no pair and is left uncalibrated."""
-    pairs = []
-    for lo, q in enumerate(levels):
-        hi = next((j for j, p in enumerate(levels) if math.isclose(q + p, 1.0)), None)
-        if q < 0.5 and hi is not None:
-            pairs.append((lo, hi))
-    return sorted(pairs, key=lambda pair: levels[pair[0]])
-
-
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    """torch.device("cuda") means the current GPU, which a tensor reports as "cuda:N": plain == would call
-    them different and copy (and try to pin) a batch that is already on the GPU."""
-    if a.type != b.type:
-        return False
-    if a.type != "cuda" or a.index == b.index:
-        return True
-    current = torch.cuda.current_device()
-    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
-
-
-class _Runner:
-    """Forward passes on one device and precision, over batches gathered from a WindowSource."""
-
-    def __init__(self, model: LSTMForecaster, source: WindowSource, device: torch.device, bf16: bool):
-        self.model, self.source, self.device, self.bf16 = model, source, device, bf16
-        self.embeds = model.embedding is not None
-
-    def batch(self, starts: np.ndarray) -> Batch:
-        batch = self.source.gather(starts)
-        return batch if _same_device(batch.y.device, self.device) else batch.to(self.device)
-
-    def __call__(self, batch: Batch) -> torch.Tensor:
-        series = batch.series if self.embeds else None
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(batch.x_past, batch.x_future, series).float()
-
-    def predict_scaled(self, starts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scaled (predictions (n, horizon, Q), targets (n, horizon)) for the windows at `starts`."""
-        self.model.eval()
-        preds, ys = [], []
-        with torch.inference_mode():
-            for i in range(0, len(starts), batch_size):
-                batch = self.batch(starts[i : i + batch_size])
-                preds.append(self(batch).cpu().numpy())
-                ys.append(batch.y.cpu().numpy())
-        horizon, q = self.source.horizon, len(self.model.cfg.quantiles)
-        if not preds:
-            return np.empty((0, horizon, q), np.float32), np.empty((0, horizon), np.float32)
-        return np.concatenate(preds), np.concatenate(ys)
-
-
-def fit_linear_skip(
-    model: LSTMForecaster, run: _Runner, starts: np.ndarray, ridge: float = LINEAR_RIDGE
-) -> None:
-    """Set the model's linear skip path (the highway) to the least-squares linear forecaster of the
-    windows at `starts`, in the model's own normalised units (NLinear, Zeng et al. 2023, in closed form).
-
-    With the decoder's last layer at zero, the model then starts as that linear forecaster, which can
-    already repeat a season, average the recent weeks or follow a trend, and the LSTM only learns what it
-    misses. `ridge` is relative to the mean variance of the inputs, so it does not depend on the scale.
-    """
-    xs, ys = [], []
-    with torch.no_grad():
-        for i in range(0, len(starts), PREDICT_BATCH):
-            batch = run.batch(starts[i : i + PREDICT_BATCH])
-            centred, last, spread = model.normalise(batch.x_past[:, :, 0].float())
-            xs.append(centred.double())  # (batch, lookback)
-            ys.append(((batch.y.float() - last) / spread).double())  # (batch, horizon)
-        x, y = torch.cat(xs), torch.cat(ys)
-        x_mean, y_mean = x.mean(dim=0), y.mean(dim=0)
-        xc, yc = x - x_mean, y - y_mean
-        gram = xc.T @ xc  # (lookback, lookback)
-        penalty = ridge * float(gram.diagonal().mean()) + 1e-12
-        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        weight = torch.linalg.solve(gram + penalty * eye, xc.T @ yc)  # (lookback, horizon)
-        bias = y_mean - x_mean @ weight  # (horizon,)
-        model.highway.weight.copy_(weight.T.to(model.highway.weight.dtype))
-        model.highway.bias.copy_(bias.to(model.highway.bias.dtype))
-
-
-def _evaluate(run: _Runner, starts: np.ndarray, batch_size: int, loss: LossFn) -> float:
-    """Mean training loss (scaled target) over the windows at `starts`: the early-stopping score."""
-    pred, y = run.predict_scaled(starts, batch_size)
-    return float(loss(torch.from_numpy(pred), torch.from_numpy(y)))
-
-
-def _check_trainable(panel: Panel, model_cfg: ModelConfig, train_cfg: TrainConfig) -> StartRanges:
-    lengths = panel.lengths()
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    train, _ = split_starts(lengths, offsets, model_cfg.lookback, model_cfg.horizon, train_cfg.val_fraction)
-    if train.total == 0:
-        window = model_cfg.lookback + model_cfg.horizon
-        raise ValueError(
-            f"no series has a full training window: a window needs lookback + horizon = {window} steps "
-            f"before the validation region (the last max(horizon, val_fraction * length) steps of each "
-            f"series), but the longest series has only {int(lengths.max())} steps"
-        )
-    return train
-
-
-def _place_data(source: WindowSource, device: torch.device) -> WindowSource:
-    """Data on the GPU when it fits comfortably (batches are then gathered there, with no copies);
-    otherwise it stays in host memory and each batch travels through pinned memory."""
-    if device.type != "cuda":
-        return source
-    free, _ = torch.cuda.mem_get_info(device)
-    if source.values.numel() * source.values.element_size() <= GPU_DATA_FRACTION * free:
-        return source.to(device)
-    return source
-
-
-def conformal_widths(
-    pred: np.ndarray, y: np.ndarray, levels: Sequence[float], pairs: Sequence[tuple[int, int]]
-) -> np.ndarray:
-    """Split-conformal corrections (CQR, Romano et al. 2019) per interval and horizon step.
-
-    For an interval (lo, hi) with nominal coverage c, the score of a window is max(lo - y, y - hi);
-    adding the ceil((n + 1) c)-th smallest of the n scores to both ends makes the interval cover a new
-    window with probability >= c when windows are exchangeable (with too few windows for that rank, the
-    largest score is used). Negative values narrow intervals that were too wide.
-    pred (n, horizon, Q), y (n, horizon) -> (len(pairs), horizon).
-    """
-    n, horizon = y.shape
-    out = np.zeros((len(pairs), horizon), dtype=np.float64)
-    if n == 0:
-        return out
-    y = np.asarray(y, dtype=np.float64)
-    for k, (lo, hi) in enumerate(pairs):
-        coverage = levels[hi] - levels[lo]
-        scores = np.maximum(pred[:, :, lo] - y, y - pred[:, :, hi])  # (n, horizon)
-        # The epsilon keeps float noise (5 * (0.8 - 0.2) = 3.0000000000000004) from adding a rank.
-        rank = min(n, max(1, math.ceil((n + 1) * coverage - 1e-9)))
-        out[k] = np.sort(scores, axis=0)[rank - 1]
-    return out
-
-
-def apply_calibration(scaled: np.ndarray, calibration: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Widen each interval by its correction (narrow it by a negative one), then sort so quantiles never
-    cross. scaled (n, horizon, Q), calibration (n_pairs, horizon) from `conformal_widths` -> float64."""
-    out = np.array(scaled, dtype=np.float64)
-    pairs = quantile_pairs(levels)
-    calibration = np.asarray(calibration, dtype=np.float64)
-    expected = (len(pairs), out.shape[1])
-    if calibration.shape != expected:
-        raise ValueError(
-            f"calibration must have shape {expected} (symmetric quantile pairs of {tuple(levels)}, "
-            f"horizon), got {calibration.shape}"
-        )
-    for k, (lo, hi) in enumerate(pairs):
-        out[:, :, lo] -= calibration[k]
-        out[:, :, hi] += calibration[k]
-    return np.sort(out, axis=-1)
-
-
 def fit(
     panel: Panel,
     model_cfg: ModelConfig,
@@ -315,6 +77,8 @@ def fit(
     patience >= 2) a lower rate gets tried when training stalls; early stopping gives up after `patience`
     epochs that do not beat the best so far, epoch 0 included. The best weights are restored, and the
     intervals are then calibrated on the validation windows.
+
+    Raises TrainingFailed when a loss becomes non-finite or the validation loss diverges.
     """
     with torch_threads(train_cfg.threads):
         return _fit(panel, model_cfg, train_cfg, on_epoch, init)
@@ -351,55 +115,31 @@ def _fit(
 
     scaler = init.scaler if init is not None else SeriesScaler().fit(panel)
     source = WindowSource.from_panel(panel, model_cfg.lookback, model_cfg.horizon, scaler)
-    source = _place_data(source, device)
+    source = place_data(source, device)
     _, val_ranges = source.split(train_cfg.val_fraction)
     val_starts = val_ranges.evenly(train_cfg.max_val_windows)
 
     torch.manual_seed(train_cfg.seed)
     rng = np.random.default_rng(train_cfg.seed)
-    model = LSTMForecaster(
-        1 + panel.n_past + panel.n_future, panel.n_future, model_cfg, n_series=panel.n_series
-    )
-    if init is not None:
-        model.load_state_dict(init.model.state_dict())
-    model = model.to(device)
-    run = _Runner(model, source, device, bf16)
+    model = _build_model(panel, model_cfg, init, device)
+    run = Runner(model, source, device, bf16)
     loss_fn = loss_function(train_cfg.loss, model_cfg.quantiles)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=0.5, patience=max(0, train_cfg.patience // 2 - 1)
-    )
+    optimizer, scheduler = _optimizer(model, train_cfg)
     eval_batch = max(train_cfg.batch_size, EVAL_BATCH_MIN)
-    budget = train_cfg.time_budget_s
     epoch_steps = train_cfg.epoch_steps(train_ranges.total)
-
     if init is None and train_cfg.linear_init:
         fit_linear_skip(model, run, train_ranges.evenly(LINEAR_WINDOWS))
+
     # Epoch 0 is the model before any step (the linear forecaster, or the warm start's weights): it is
     # the first candidate, so training only ever replaces it with something better on validation.
     t_epoch = time.monotonic()
-    initial_val = _evaluate(run, val_starts, eval_batch, loss_fn)
-    if not math.isfinite(initial_val):
-        raise FloatingPointError(
-            f"validation loss of the model before training is {initial_val}: its forecasts are not finite"
-        )
-    entry = {
-        "epoch": 0,
-        "train_loss": None,  # nothing trained yet
-        "val_loss": initial_val,
-        "lr": optimizer.param_groups[0]["lr"],
-        "seconds": time.monotonic() - t_epoch,
-    }
-    history: list[dict[str, Any]] = [entry]
+    val_loss = _evaluate(run, val_starts, eval_batch, loss_fn)
+    _check_val_loss(val_loss, epoch=0, best_trained=math.inf, factor=None)
+    entry = _history_entry(0, None, val_loss, optimizer.param_groups[0]["lr"], t_epoch)  # nothing trained
+    history = [entry]
     if on_epoch is not None:
         on_epoch(dict(entry))
-    best_val, best_epoch, bad_epochs = initial_val, 0, 0
-    # Divergence is judged against trained epochs only: a near-perfect linear start is no reason to call
-    # the first steps away from it a divergence.
-    best_trained = math.inf
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    stopping = _EarlyStopping(val_loss, model)
     stopped_reason = "max_epochs"
     total_steps = 0
     for epoch in range(1, train_cfg.max_epochs + 1):
@@ -409,18 +149,11 @@ def _fit(
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # summed on device: no per-step sync
         steps, out_of_time = 0, False
         for _ in range(epoch_steps):
-            # At least one step always runs, so there is a validated model to keep even if setup
-            # alone used up the budget.
-            if budget is not None and total_steps > 0 and time.monotonic() - t_start > budget:
+            if _out_of_time(t_start, train_cfg.time_budget_s, total_steps):
                 out_of_time = True
                 break
             batch = run.batch(train_ranges.sample(rng, train_cfg.batch_size))
-            loss = loss_fn(run(batch), batch.y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-            optimizer.step()
-            loss_sum += loss.detach()
+            loss_sum += _train_step(run, batch, loss_fn, optimizer, train_cfg.grad_clip)
             steps += 1
             total_steps += 1
         if steps == 0:  # budget ran out at the epoch boundary: nothing new to validate
@@ -428,51 +161,25 @@ def _fit(
             break
 
         train_loss = loss_sum.item() / steps
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"training loss became {train_loss} in epoch {epoch}; try a lower learning_rate or grad_clip"
-            )
-        epoch_val = _evaluate(run, val_starts, eval_batch, loss_fn)
-        if not math.isfinite(epoch_val):
-            raise FloatingPointError(f"validation loss became {epoch_val} in epoch {epoch}")
-        factor = train_cfg.divergence_factor
-        if factor is not None and epoch_val > factor * best_trained:
-            raise FloatingPointError(
-                f"training diverged: validation loss {epoch_val:.4g} in epoch {epoch} is more than "
-                f"{factor:g}x the best so far ({best_trained:.4g}); try a lower learning_rate"
-            )
+        _check_train_loss(train_loss, epoch)
+        val_loss = _evaluate(run, val_starts, eval_batch, loss_fn)
+        _check_val_loss(val_loss, epoch, stopping.best_trained, train_cfg.divergence_factor)
 
-        entry = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": epoch_val,
-            "lr": lr,
-            "seconds": time.monotonic() - t_epoch,
-        }
+        entry = _history_entry(epoch, train_loss, val_loss, lr, t_epoch)
         history.append(entry)
-        best_trained = min(best_trained, epoch_val)
-        if epoch_val < best_val:
-            best_val, best_epoch, bad_epochs = epoch_val, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        scheduler.step(epoch_val)
+        stopping.update(epoch, val_loss, model)
+        scheduler.step(val_loss)
         if on_epoch is not None:
             on_epoch(dict(entry))
         if out_of_time:
             stopped_reason = TIME_BUDGET
             break
-        if bad_epochs >= train_cfg.patience:
+        if stopping.bad_epochs >= train_cfg.patience:
             stopped_reason = "early_stopping"
             break
 
-    model.load_state_dict(best_state)
-    pairs = quantile_pairs(model_cfg.quantiles)
-    calibration = np.zeros((len(pairs), model_cfg.horizon))
-    if train_cfg.calibrate:
-        starts = val_ranges.evenly(max(train_cfg.max_val_windows, CALIBRATION_WINDOWS))
-        pred, y = run.predict_scaled(starts, eval_batch)
-        calibration = conformal_widths(pred, y, model_cfg.quantiles, pairs)
+    model.load_state_dict(stopping.best_state)
+    calibration = _calibrate(run, val_ranges, model_cfg, train_cfg, eval_batch)
     model.cpu().eval()
     return TrainResult(
         model=model,
@@ -482,109 +189,148 @@ def _fit(
         past_names=panel.past_names,
         future_names=panel.future_names,
         history=history,
-        best_epoch=best_epoch,
+        best_epoch=stopping.best_epoch,
         stopped_reason=stopped_reason,
         device=str(device),
         calibration=calibration,
     )
 
 
-def _check_panel(result: TrainResult, panel: Panel) -> None:
-    if panel.past_names != result.past_names or panel.future_names != result.future_names:
-        raise ValueError(
-            f"panel covariates past={panel.past_names} future={panel.future_names} do not match the "
-            f"model's past={result.past_names} future={result.future_names}"
-        )
-
-
-def _check_future(
-    result: TrainResult, panel: Panel, future: Sequence[np.ndarray] | None
-) -> np.ndarray | None:
-    n_future, horizon = len(result.future_names), result.model_config.horizon
-    if n_future == 0:
-        if future is not None:
-            raise ValueError("future covariates were given but the model was trained without any")
-        return None
-    if future is None:
-        raise ValueError(
-            f"future covariates {result.future_names} for the {horizon} forecast steps are required: "
-            "pass `future`, one (horizon, F) array per series"
-        )
-    if len(future) != panel.n_series:
-        raise ValueError(f"future has {len(future)} entries but the panel has {panel.n_series} series")
-    arrays = [np.asarray(f, dtype=np.float32) for f in future]
-    for sid, f in zip(panel.series_ids, arrays, strict=True):
-        if f.shape != (horizon, n_future):
-            raise ValueError(f"series {sid!r}: future must have shape {(horizon, n_future)}, got {f.shape}")
-        if not np.isfinite(f).all():
-            raise ValueError(f"series {sid!r}: future covariates contain non-finite values")
-    return np.stack(arrays)  # (n_series, horizon, F)
-
-
-def _unscale(result: TrainResult, scaled: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Calibrated, sorted quantiles in original units; scaled (n, horizon, Q), mean and std (n,): the
-    target statistics of each window's series."""
-    q = apply_calibration(scaled, result.calibration, result.model_config.quantiles)  # (n, horizon, Q)
-    return q * std[:, None, None] + mean[:, None, None]
-
-
-def predict(result: TrainResult, panel: Panel, future: Sequence[np.ndarray] | None = None) -> np.ndarray:
-    """Forecast `horizon` steps after the END of every series -> (n_series, horizon, Q), original scale.
-
-    Q follows `result.model_config.quantiles`; the median is the point forecast. `future`: per series
-    (horizon, F) known-in-advance covariates for the forecast horizon, required iff the model was
-    trained with future covariates. The future rows are appended to each series so the windows are
-    gathered, scaled and fed exactly as in training.
-    """
-    _check_panel(result, panel)
-    lookback, horizon = result.model_config.lookback, result.model_config.horizon
-    short = [(sid, int(t)) for sid, t in zip(panel.series_ids, panel.lengths(), strict=True) if t < lookback]
-    if short:
-        listed = ", ".join(f"{sid!r} ({t} steps)" for sid, t in short[:10])
-        more = f" and {len(short) - 10} more" if len(short) > 10 else ""
-        raise ValueError(f"series shorter than lookback={lookback}: {listed}{more}")
-    fut = _check_future(result, panel, future)
-    tail = panel.slice_global(panel.n_steps - lookback, panel.n_steps)
-    n_past, n_future = panel.n_past, panel.n_future
-    extended = Panel(
-        series_ids=tail.series_ids,
-        # The horizon's targets and past covariates are unknown; zeros fill the rows the model never reads.
-        target=tuple(np.concatenate([y, np.zeros(horizon, np.float32)]) for y in tail.target),
-        past_covariates=tuple(
-            np.concatenate([p, np.zeros((horizon, n_past), np.float32)]) for p in tail.past_covariates
-        ),
-        future_covariates=tuple(
-            np.concatenate([f, fut[i] if fut is not None else np.zeros((horizon, n_future), np.float32)])
-            for i, f in enumerate(tail.future_covariates)
-        ),
-        past_names=panel.past_names,
-        future_names=panel.future_names,
-    )
-    return predict_origins(result, extended, np.array([lookback]))[:, 0]
-
-
-def predict_origins(result: TrainResult, panel: Panel, origins: np.ndarray) -> np.ndarray:
-    """Forecasts from many origins at once -> (n_series, n_origins, horizon, Q), original scale.
-
-    An origin is a position on the panel's global axis: the first forecast step, with the lookback
-    ending just before it. Windows that would leave a series (not enough history, or no room for the
-    horizon's future covariates) are nan. This is how a fixed model is scored on every test window.
-    """
-    _check_panel(result, panel)
-    cfg = result.model_config
-    lookback, horizon = cfg.lookback, cfg.horizon
-    origins = np.asarray(origins, dtype=np.int64)
-    source = WindowSource.from_panel(panel, lookback, horizon, result.scaler)
+def _check_trainable(panel: Panel, model_cfg: ModelConfig, train_cfg: TrainConfig) -> StartRanges:
+    """The training windows' starts; an error that says why when there are none."""
     lengths = panel.lengths()
-    local = origins[None, :] - (panel.n_steps - lengths)[:, None]  # (n_series, n_origins)
-    valid = (local >= lookback) & (local + horizon <= lengths[:, None])
-    starts = (source.offsets[:-1, None] + local - lookback)[valid]
-    model = result.model.eval()
-    device = next(model.parameters()).device
-    runner = _Runner(model, source.to(device), device, bf16=False)
-    scaled, _ = runner.predict_scaled(starts, PREDICT_BATCH)  # (n_valid, horizon, Q)
-    rows = np.repeat(np.arange(panel.n_series), valid.sum(axis=1))  # series of each valid window
-    mean, std = result.scaler.feature_stats(panel.series_ids)  # each (n_series, 1+P+F)
-    out = np.full((panel.n_series, len(origins), horizon, len(cfg.quantiles)), np.nan)
-    out[valid] = _unscale(result, scaled, mean[rows, 0], std[rows, 0])  # row-major, like `starts`
-    return out
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    train, _ = split_starts(lengths, offsets, model_cfg.lookback, model_cfg.horizon, train_cfg.val_fraction)
+    if train.total == 0:
+        window = model_cfg.lookback + model_cfg.horizon
+        raise ValueError(
+            f"no series has a full training window: a window needs lookback + horizon = {window} steps "
+            f"before the validation region (the last max(horizon, val_fraction * length) steps of each "
+            f"series), but the longest series has only {int(lengths.max())} steps"
+        )
+    return train
+
+
+def _build_model(
+    panel: Panel, model_cfg: ModelConfig, init: TrainResult | None, device: torch.device
+) -> LSTMForecaster:
+    """The model on `device`: its initial weights come from torch's seeded generator (drawn even for a
+    warm start, whose weights then replace them, so the later dropout draws are the same)."""
+    model = LSTMForecaster(
+        1 + panel.n_past + panel.n_future, panel.n_future, model_cfg, n_series=panel.n_series
+    )
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
+    return model.to(device)
+
+
+def _optimizer(
+    model: nn.Module, train_cfg: TrainConfig
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.ReduceLROnPlateau]:
+    """AdamW, and a scheduler that halves its rate after max(1, patience // 2) epochs without improvement:
+    a lower rate gets tried before early stopping gives up."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.5, patience=max(0, train_cfg.patience // 2 - 1)
+    )
+    return optimizer, scheduler
+
+
+def _evaluate(run: Runner, starts: np.ndarray, batch_size: int, loss: LossFn) -> float:
+    """Mean training loss (scaled target) over the windows at `starts`: the early-stopping score."""
+    pred, y = run.predict_scaled(starts, batch_size)
+    return float(loss(torch.from_numpy(pred), torch.from_numpy(y)))
+
+
+def _out_of_time(t_start: float, budget: float | None, total_steps: int) -> bool:
+    """Whether the fit has used up its time budget. At least one step always runs, so there is a
+    validated model to keep even if setup alone used up the budget."""
+    return budget is not None and total_steps > 0 and time.monotonic() - t_start > budget
+
+
+def _train_step(
+    run: Runner, batch: Batch, loss_fn: LossFn, optimizer: torch.optim.Optimizer, clip: float
+) -> torch.Tensor:
+    """One optimizer step on `batch`; its loss comes back detached and still on the device, so summing
+    the epoch's losses waits for no step."""
+    loss = loss_fn(run(batch), batch.y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    optimizer.step()
+    return loss.detach()
+
+
+def _check_train_loss(train_loss: float, epoch: int) -> None:
+    if not math.isfinite(train_loss):
+        raise TrainingFailed(
+            f"training loss became {train_loss} in epoch {epoch}; try a lower learning_rate or grad_clip"
+        )
+
+
+def _check_val_loss(val_loss: float, epoch: int, best_trained: float, factor: float | None) -> None:
+    """Fail on a non-finite validation loss, or on one more than `factor` times `best_trained`."""
+    if not math.isfinite(val_loss):
+        if epoch == 0:
+            raise TrainingFailed(
+                f"validation loss of the model before training is {val_loss}: its forecasts are not finite"
+            )
+        raise TrainingFailed(f"validation loss became {val_loss} in epoch {epoch}")
+    if factor is not None and val_loss > factor * best_trained:
+        raise TrainingFailed(
+            f"training diverged: validation loss {val_loss:.4g} in epoch {epoch} is more than "
+            f"{factor:g}x the best so far ({best_trained:.4g}); try a lower learning_rate"
+        )
+
+
+def _history_entry(
+    epoch: int, train_loss: float | None, val_loss: float, lr: float, t_epoch: float
+) -> dict[str, Any]:
+    """One row of TrainResult.history; `t_epoch` is when the epoch began."""
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "lr": lr,
+        "seconds": time.monotonic() - t_epoch,
+    }
+
+
+class _EarlyStopping:
+    """The best weights so far (epoch 0, the model before training, included), and how many epochs in a
+    row have not beaten them."""
+
+    def __init__(self, initial_val: float, model: nn.Module):
+        self.best_val, self.best_epoch, self.bad_epochs = initial_val, 0, 0
+        self.best_state = _snapshot(model)
+        # Divergence is judged against trained epochs only: a near-perfect linear start is no reason to
+        # call the first steps away from it a divergence.
+        self.best_trained = math.inf
+
+    def update(self, epoch: int, val_loss: float, model: nn.Module) -> None:
+        self.best_trained = min(self.best_trained, val_loss)
+        if val_loss < self.best_val:
+            self.best_val, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            self.best_state = _snapshot(model)
+        else:
+            self.bad_epochs += 1
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights that later steps do not change."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _calibrate(
+    run: Runner, val_ranges: StartRanges, model_cfg: ModelConfig, train_cfg: TrainConfig, eval_batch: int
+) -> np.ndarray:
+    """Conformal corrections (n_pairs, horizon) of the intervals from the validation windows; zeros, which
+    leave the intervals as the model predicts them, when `train_cfg.calibrate` is off."""
+    pairs = quantile_pairs(model_cfg.quantiles)
+    if not train_cfg.calibrate:
+        return np.zeros((len(pairs), model_cfg.horizon))
+    starts = val_ranges.evenly(max(train_cfg.max_val_windows, CALIBRATION_WINDOWS))
+    pred, y = run.predict_scaled(starts, eval_batch)
+    return conformal_widths(pred, y, model_cfg.quantiles, pairs)

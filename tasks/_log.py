@@ -8,11 +8,22 @@ import re
 from prefect import get_run_logger
 from prefect.context import FlowRunContext, TaskRunContext
 
+_warned: set[str] = set()
+
 
 def stage_logger() -> logging.Logger | logging.LoggerAdapter:
     if TaskRunContext.get() is not None or FlowRunContext.get() is not None:
         return get_run_logger()
     return logging.getLogger("lstmcast")
+
+
+def warn_once(key: str, message: str, *args: object) -> None:
+    """A fallback that keeps the run going (no COPY encoder, no ADBC driver, no hard links) is said once
+    per process at WARNING: visible in the run's log without repeating for every file or batch."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    stage_logger().warning(message, *args)
 
 
 def artifact_key(pipeline: str, kind: str) -> str:

@@ -6,9 +6,7 @@ fatal: one broken sensor must not stop the nightly forecast of the others.
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +15,17 @@ import pandas as pd
 from prefect import task
 
 from tasks.config import PipelineConfig
-from tasks.extract import parse_as_of, write_error
-from tasks.parsing import NON_NUMERIC_COLUMN, ZONE_COLUMN, ZONE_UTC, to_float, to_utc, zone_repairs
+from tasks.errors import DataError
+from tasks.files import write_parquet_atomic
+from tasks.parsing import (
+    NON_NUMERIC_COLUMN,
+    ZONE_COLUMN,
+    ZONE_UTC,
+    parse_as_of,
+    to_float,
+    to_utc,
+    zone_repairs,
+)
 
 # Per-series repair counts, all integers, so the quality report can be summed and stored as it is.
 COUNT_COLUMNS = [
@@ -148,99 +155,152 @@ def _aggregate(binned: pd.core.resample.Resampler, rule: str) -> pd.DataFrame:
     return binned.sum(min_count=1) if rule == "sum" else getattr(binned, rule)()
 
 
+def grid_end(as_of: pd.Timestamp, freq: str) -> pd.Timestamp:
+    """The label of the resampling bin that holds as-of, computed the same way the series are binned."""
+    return pd.Series([0.0], index=pd.DatetimeIndex([as_of])).resample(freq).sum().index[-1]
+
+
+def measured(group: pd.DataFrame, cfg: PipelineConfig, as_of: pd.Timestamp, q: dict) -> pd.DataFrame:
+    """A series' rows up to as-of in time order, as floats indexed by timestamp: non-finite values (and
+    negative targets, when the target cannot be negative) become missing; each repair is counted in `q`."""
+    numeric = numeric_columns(cfg)
+    hist = group[group["ts"] <= as_of]
+    q.update(raw_rows=len(hist))
+    q["tz_normalized"] = zone_repairs(hist["_zone"].to_numpy())
+    q["non_numeric"] = int(hist["_non_numeric"].sum())
+    q["out_of_order"] = count_out_of_order(hist["ts"])
+    # A stable sort keeps rows with equal timestamps in source order, which "first" and "last" rely on.
+    hist = hist.sort_values("ts", kind="stable")
+    values = hist[numeric].to_numpy(dtype="float64", copy=True)
+    non_finite = ~np.isfinite(values) & ~np.isnan(values)
+    q["non_finite"] = int(non_finite.sum())
+    values[non_finite] = np.nan
+    if cfg.data.non_negative:
+        negative = values[:, 0] < 0
+        q["negative"] = int(negative.sum())
+        values[negative, 0] = np.nan
+    return pd.DataFrame(values, columns=numeric, index=pd.DatetimeIndex(hist["ts"]))
+
+
+def on_grid(hist: pd.DataFrame, cfg: PipelineConfig, end: pd.Timestamp, q: dict) -> tuple[pd.DataFrame, int]:
+    """One row per step from the first observation to `end`, duplicates aggregated by the configured
+    rule; also the steps after the one holding the last target value (a stale series shows as missing)."""
+    data, target = cfg.data, cfg.source.target
+    binned = hist.resample(data.freq)
+    q["duplicates"] = int((binned.size() - 1).clip(lower=0).sum())
+    regular = _aggregate(binned, data.duplicates)
+    q["off_grid"] = int((~hist.index.isin(regular.index)).sum())
+    # Series stop at their last observation; the grid runs on to as-of so a stale series shows as missing.
+    regular = regular.reindex(pd.date_range(regular.index[0], end, freq=data.freq))
+    q["missing"] = int(regular[target].isna().sum())
+    last_seen = hist.index[hist[target].notna()].max()
+    # Steps after the one holding the last value: counted on the grid, since that value may be off it.
+    return regular, int((regular.index > last_seen).sum())
+
+
+def repaired(regular: pd.DataFrame, cfg: PipelineConfig, q: dict) -> pd.DataFrame:
+    """Outliers clipped (when asked), gaps up to max_gap imputed, and only the part after the last gap
+    still open: forecasts need an unbroken recent history."""
+    data, numeric = cfg.data, numeric_columns(cfg)
+    if data.outliers == "clip":
+        # Future covariates are plans (prices, promotions), not measurements: they are never clipped.
+        for col in [cfg.source.target, *cfg.source.covariates]:
+            regular[col], clipped = clip_outliers(regular[col], data.outlier_threshold)
+            q["outliers_clipped"] += clipped
+    before = regular[numeric].isna().sum().sum()
+    for col in numeric:
+        filled = impute(regular[col], data.impute, data.max_gap, data.season_length)
+        regular[col] = fill_trailing(filled, data.max_gap)
+    q["imputed"] = int(before - regular[numeric].isna().sum().sum())
+    regular, dropped = _trailing_complete(regular, numeric)
+    q["dropped_before_gap"] = dropped
+    q["rows"] = len(regular)
+    return regular
+
+
+def future_part(
+    group: pd.DataFrame, regular: pd.DataFrame, cfg: PipelineConfig, as_of: pd.Timestamp,
+    future_index: pd.DatetimeIndex, q: dict,
+) -> pd.DataFrame:  # fmt: skip
+    """The known-in-advance covariates for the horizon; unknown values repeat the last known one."""
+    future = list(cfg.source.future_covariates)
+    upcoming = group[group["ts"] > as_of].sort_values("ts", kind="stable").set_index("ts")[future]
+    upcoming = upcoming.where(np.isfinite(upcoming))
+    fut = upcoming.resample(cfg.data.freq).last().reindex(future_index)
+    q["future_filled"] = int(fut.isna().sum().sum())
+    # Unknown future covariate values repeat the last known one: the least surprising guess.
+    fut = pd.concat([regular[future].iloc[[-1]], fut]).ffill().iloc[1:]
+    fut.index.name = "ts"
+    return fut.reset_index()
+
+
+def clean_series(
+    sid: object,
+    group: pd.DataFrame,
+    cfg: PipelineConfig,
+    as_of: pd.Timestamp,
+    end: pd.Timestamp,
+    future_index: pd.DatetimeIndex,
+) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | None]:
+    """One series: its quality row, and its history and future covariates (None when it is skipped)."""
+    data, fc = cfg.data, cfg.forecast
+    q = dict.fromkeys(QUALITY_COLUMNS, 0)
+    q["no_timestamp"] = int(group["ts"].isna().sum())
+    group = group[group["ts"].notna()]
+    q.update(series_id=sid, status="ok", reason="")
+    hist = measured(group, cfg, as_of, q)
+    if hist[cfg.source.target].notna().sum() == 0:
+        return {**q, "status": "skipped", "reason": "no values in the target column"}, None, None
+    regular, stale_steps = on_grid(hist, cfg, end, q)
+    if stale_steps > data.max_gap:
+        last_seen = hist.index[hist[cfg.source.target].notna()].max()
+        reason = (
+            f"last value at {last_seen.isoformat()} is {stale_steps} steps before as_of "
+            f"(max_gap {data.max_gap})"
+        )
+        return {**q, "status": "skipped", "reason": reason}, None, None
+    regular = repaired(regular, cfg, q)
+    min_rows = fc.lookback + fc.horizon
+    if len(regular) < min_rows:
+        reason = f"{len(regular)} usable steps < lookback + horizon = {min_rows}"
+        if q["dropped_before_gap"]:
+            reason += f" (history before a gap longer than max_gap={data.max_gap} was dropped)"
+        return {**q, "status": "skipped", "reason": reason}, None, None
+    regular.index.name = "ts"
+    history = regular.reset_index().assign(series_id=sid)
+    future = None
+    if cfg.source.future_covariates:
+        future = future_part(group, regular, cfg, as_of, future_index, q).assign(series_id=sid)
+    return q, history, future
+
+
+def numeric_columns(cfg: PipelineConfig) -> list[str]:
+    return [cfg.source.target, *cfg.source.covariates, *cfg.source.future_covariates]
+
+
 def clean_frame(
     raw: pd.DataFrame, cfg: PipelineConfig, as_of: pd.Timestamp
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Raw extract -> (history on a regular grid, future covariates for the horizon, per-series quality)."""
-    src, data, fc = cfg.source, cfg.data, cfg.forecast
-    offset = pd.tseries.frequencies.to_offset(data.freq)
-    target, past, future = src.target, list(src.covariates), list(src.future_covariates)
-    numeric = [target, *past, *future]
-    # The label of the resampling bin that holds as-of, computed the same way the series are binned.
-    grid_end = pd.Series([0.0], index=pd.DatetimeIndex([as_of])).resample(data.freq).sum().index[-1]
-    future_index = pd.date_range(grid_end + offset, periods=fc.horizon, freq=data.freq)
-    min_rows = fc.lookback + fc.horizon
-
+    offset = pd.tseries.frequencies.to_offset(cfg.data.freq)
+    numeric = numeric_columns(cfg)
+    end = grid_end(as_of, cfg.data.freq)
+    future_index = pd.date_range(end + offset, periods=cfg.forecast.horizon, freq=cfg.data.freq)
     history_parts, future_parts, quality = [], [], []
     for sid, group in _prepare(raw, numeric).groupby("series_id", sort=True):
-        q = dict.fromkeys(QUALITY_COLUMNS, 0)
-        q["no_timestamp"] = int(group["ts"].isna().sum())
-        group = group[group["ts"].notna()]
-        hist = group[group["ts"] <= as_of]
-        q.update(series_id=sid, status="ok", reason="", raw_rows=len(hist))
-        q["tz_normalized"] = zone_repairs(hist["_zone"].to_numpy())
-        q["non_numeric"] = int(hist["_non_numeric"].sum())
-        q["out_of_order"] = count_out_of_order(hist["ts"])
-        # A stable sort keeps rows with equal timestamps in source order, which "first" and "last" rely on.
-        hist = hist.sort_values("ts", kind="stable")
-        values = hist[numeric].to_numpy(dtype="float64", copy=True)
-        non_finite = ~np.isfinite(values) & ~np.isnan(values)
-        q["non_finite"] = int(non_finite.sum())
-        values[non_finite] = np.nan
-        if data.non_negative:
-            negative = values[:, 0] < 0
-            q["negative"] = int(negative.sum())
-            values[negative, 0] = np.nan
-        hist = pd.DataFrame(values, columns=numeric, index=pd.DatetimeIndex(hist["ts"]))
-        if hist[target].notna().sum() == 0:
-            quality.append({**q, "status": "skipped", "reason": "no values in the target column"})
-            continue
-        binned = hist.resample(data.freq)
-        q["duplicates"] = int((binned.size() - 1).clip(lower=0).sum())
-        regular = _aggregate(binned, data.duplicates)
-        q["off_grid"] = int((~hist.index.isin(regular.index)).sum())
-        # Series stop at their last observation; the grid runs on to as-of so a stale series shows as missing.
-        regular = regular.reindex(pd.date_range(regular.index[0], grid_end, freq=data.freq))
-        q["missing"] = int(regular[target].isna().sum())
-        last_seen = hist.index[hist[target].notna()].max()
-        # Steps after the one holding the last value: counted on the grid, since that value may be off it.
-        stale_steps = int((regular.index > last_seen).sum())
-        if stale_steps > data.max_gap:
-            quality.append(
-                {**q, "status": "skipped",
-                 "reason": f"last value at {last_seen.isoformat()} is {stale_steps} steps before as_of "
-                           f"(max_gap {data.max_gap})"}
-            )  # fmt: skip
-            continue
-        if data.outliers == "clip":
-            # Future covariates are plans (prices, promotions), not measurements: they are never clipped.
-            for col in [target, *past]:
-                regular[col], clipped = clip_outliers(regular[col], data.outlier_threshold)
-                q["outliers_clipped"] += clipped
-        before = regular[numeric].isna().sum().sum()
-        for col in numeric:
-            filled = impute(regular[col], data.impute, data.max_gap, data.season_length)
-            regular[col] = fill_trailing(filled, data.max_gap)
-        q["imputed"] = int(before - regular[numeric].isna().sum().sum())
-        regular, dropped = _trailing_complete(regular, numeric)
-        q["dropped_before_gap"] = dropped
-        q["rows"] = len(regular)
-        if len(regular) < min_rows:
-            reason = f"{len(regular)} usable steps < lookback + horizon = {min_rows}"
-            if dropped:
-                reason += f" (history before a gap longer than max_gap={data.max_gap} was dropped)"
-            quality.append({**q, "status": "skipped", "reason": reason})
-            continue
-        regular.index.name = "ts"
-        history_parts.append(regular.reset_index().assign(series_id=sid))
-        if future:
-            upcoming = group[group["ts"] > as_of].sort_values("ts", kind="stable").set_index("ts")[future]
-            upcoming = upcoming.where(np.isfinite(upcoming))
-            fut = upcoming.resample(data.freq).last().reindex(future_index)
-            q["future_filled"] = int(fut.isna().sum().sum())
-            # Unknown future covariate values repeat the last known one: the least surprising guess.
-            fut = pd.concat([regular[future].iloc[[-1]], fut]).ffill().iloc[1:]
-            fut.index.name = "ts"
-            future_parts.append(fut.reset_index().assign(series_id=sid))
+        q, history, future = clean_series(sid, group, cfg, as_of, end, future_index)
         quality.append(q)
-
+        if history is not None:
+            history_parts.append(history)
+        if future is not None:
+            future_parts.append(future)
     columns = ["series_id", "ts", *numeric]
     history = (
         pd.concat(history_parts, ignore_index=True)[columns]
         if history_parts
         else pd.DataFrame(columns=columns)
     )
-    fut_cols = ["series_id", "ts", *future]
+    fut_cols = ["series_id", "ts", *cfg.source.future_covariates]
     fut_frame = (
         pd.concat(future_parts, ignore_index=True)[fut_cols]
         if future_parts
@@ -250,25 +310,13 @@ def clean_frame(
     return history, fut_frame, pd.DataFrame(quality, columns=QUALITY_COLUMNS).astype(types)
 
 
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write to a temp file and rename, so a crash never leaves a partial file under the final name."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def clean_extract(cfg: PipelineConfig, extract_path: str, as_of: pd.Timestamp) -> CleanResult:
+def run_clean(cfg: PipelineConfig, extract_path: str, as_of: pd.Timestamp) -> CleanResult:
     started = time.perf_counter()
     raw = pd.read_parquet(extract_path)
     history, future, quality = clean_frame(raw, cfg, as_of)
     if history.empty:
         reasons = "; ".join(f"{r.series_id}: {r.reason}" for r in quality.head(5).itertuples())
-        raise ValueError(f"no series is usable for forecasting after cleaning {cfg.source.label} ({reasons})")
+        raise DataError(f"no series is usable for forecasting after cleaning {cfg.source.label} ({reasons})")
     out = Path(extract_path).parent
     paths = {name: out / f"{name}.parquet" for name in ("history", "future", "quality")}
     write_parquet_atomic(history, paths["history"])
@@ -288,4 +336,5 @@ def clean_extract(cfg: PipelineConfig, extract_path: str, as_of: pd.Timestamp) -
 
 @task
 def clean(cfg: PipelineConfig, extract_path: str, as_of: str) -> CleanResult:
-    return clean_extract(cfg, extract_path, parse_as_of(as_of))
+    """Put every series on the grid, impute its gaps and count each repair in the quality report."""
+    return run_clean(cfg, extract_path, parse_as_of(as_of))

@@ -9,6 +9,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+from tasks.errors import SourceError
+
 try:  # the ADBC driver ships with the postgres extra; without it PostgreSQL is read through SQLAlchemy
     from adbc_driver_manager import Error as AdbcError
 except ImportError:  # pragma: no cover - depends on the extras; tests/tasks/test_db.py runs it apart
@@ -115,7 +117,7 @@ def reflect_table(engine: Engine, name: str) -> sa.Table:
     with engine.connect() as conn:
         inspector = sa.inspect(conn)
         if not inspector.has_table(table, schema=schema):
-            raise LookupError(f"table {name!r} does not exist in {safe_url(str(engine.url))}")
+            raise SourceError(f"table {name!r} does not exist in {safe_url(str(engine.url))}")
         columns = inspector.get_columns(table, schema=schema)
     return sa.Table(table, sa.MetaData(), *(sa.Column(c["name"], c["type"]) for c in columns), schema=schema)
 
@@ -133,9 +135,3 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, AdbcError | OSError):  # the ADBC stream reports a connection lost mid-read as OSError
         return bool(_TRANSIENT_MESSAGES.search(str(exc)))
     return False
-
-
-def retry_if_transient(task, task_run, state) -> bool:
-    """Prefect `retry_condition_fn`: only transient database errors go to the retry policy."""
-    exc = state.result(raise_on_failure=False)
-    return isinstance(exc, BaseException) and is_transient(exc)

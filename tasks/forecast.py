@@ -6,7 +6,6 @@ failed training fell back), from the baseline that scored best in the backtest, 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +14,13 @@ import pandas as pd
 from prefect import task
 
 from lstm_model.baselines import baseline_quantiles
+from lstm_model.calibration import quantile_pairs
 from lstm_model.checkpoint import load_checkpoint
 from lstm_model.panel import Panel
-from lstm_model.train import predict, quantile_pairs
-from tasks.clean import write_parquet_atomic
+from lstm_model.prediction import predict
 from tasks.config import PipelineConfig
-from tasks.validate import future_names, load_panel, with_calendar
+from tasks.files import write_parquet_atomic
+from tasks.panel import future_names, load_panel, with_calendar
 
 SEASONAL_NAIVE = "seasonal_naive"
 
@@ -133,7 +133,7 @@ def forecast_series(
     return forecast_frame(cfg, panel, index, q)
 
 
-def write_forecast_part(
+def run_forecast_group(
     cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str, group: int,
     series: tuple[str, ...], baseline: str,
 ) -> str:  # fmt: skip
@@ -145,9 +145,11 @@ def write_forecast_part(
     return str(path)
 
 
-def _write_result(
-    cfg: PipelineConfig, history_path: str, frame: pd.DataFrame, seconds: float
+def run_merge_forecasts(
+    cfg: PipelineConfig, history_path: str, parts: list[str], seconds: float
 ) -> ForecastResult:
+    """The groups' forecasts as one forecast.parquet, in group order."""
+    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     path = Path(history_path).with_name("forecast.parquet")
     write_parquet_atomic(frame, path)
     return ForecastResult(
@@ -159,40 +161,18 @@ def _write_result(
     )
 
 
-def combine_forecasts(
-    cfg: PipelineConfig, history_path: str, parts: list[str], seconds: float
-) -> ForecastResult:
-    """The groups' forecasts as one forecast.parquet, in group order."""
-    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    return _write_result(cfg, history_path, frame, seconds)
-
-
-def make_forecast(
-    cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str
-) -> ForecastResult:
-    """Forecast every series in this process, from the checkpoint or (None) from seasonal naive."""
-    started = time.perf_counter()
-    frame, _ = forecast_series(cfg, checkpoint_path, history_path, future_path)
-    return _write_result(cfg, history_path, frame, time.perf_counter() - started)
-
-
-@task
-def forecast(
-    cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str
-) -> ForecastResult:
-    return make_forecast(cfg, checkpoint_path, history_path, future_path)
-
-
 @task
 def forecast_group(
     cfg: PipelineConfig, checkpoint_path: str | None, history_path: str, future_path: str, group: int,
     series: tuple[str, ...], baseline: str,
 ) -> str:  # fmt: skip
-    return write_forecast_part(cfg, checkpoint_path, history_path, future_path, group, series, baseline)
+    """Forecast one group of series; the path of its Parquet part."""
+    return run_forecast_group(cfg, checkpoint_path, history_path, future_path, group, series, baseline)
 
 
 @task
 def merge_forecasts(
     cfg: PipelineConfig, history_path: str, parts: list[str], seconds: float
 ) -> ForecastResult:
-    return combine_forecasts(cfg, history_path, parts, seconds)
+    """Join the groups' forecasts into the run's forecast file."""
+    return run_merge_forecasts(cfg, history_path, parts, seconds)

@@ -1,4 +1,5 @@
-"""How raw timestamps and values become UTC instants and floats, row by row, with what each row needed.
+"""How timestamps and values become UTC instants and floats: the as-of a user gives, and raw rows one by
+one with what each row needed.
 
 Shared by extract (which parses text columns while it reads) and clean (which counts the repairs per
 series). Extract keeps the per-row marks in two columns of its Parquet files (`ZONE_COLUMN`,
@@ -7,10 +8,14 @@ series). Extract keeps the per-row marks in two columns of its Parquet files (`Z
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from tasks.errors import AsOfError
 
 # What a row's timestamp needed to become UTC.
 ZONE_UTC = 0  # it was UTC already (or is missing)
@@ -75,3 +80,19 @@ def to_float(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     numeric = pd.to_numeric(values, errors="coerce")
     bad = (numeric.isna() & values.notna()).to_numpy()
     return numeric.astype("float64").to_numpy(copy=True), bad
+
+
+def parse_as_of(value: str | pd.Timestamp) -> pd.Timestamp:
+    """An as-of as a UTC timestamp; one without a zone is taken as UTC."""
+    try:
+        ts = pd.Timestamp(value)
+    except ValueError:
+        raise AsOfError(
+            f"as_of {value!r} is not a timestamp (expected e.g. 2018-06-26 or 2018-06-26T19:00)"
+        ) from None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def utc(ts: pd.Timestamp | str) -> datetime:
+    """An as-of as the timezone-aware datetime a database driver binds."""
+    return parse_as_of(ts).to_pydatetime()

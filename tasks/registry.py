@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from prefect import task
-from prefect.tasks import exponential_backoff
 
 from lstm_model.backtest import holdout_mase
 from lstm_model.checkpoint import load_checkpoint
@@ -27,16 +26,11 @@ from lstm_model.panel import Panel
 from lstm_model.train import TrainResult, warm_start_problem
 from tasks._log import stage_logger
 from tasks.config import PipelineConfig
-from tasks.db import (
-    add_columns,
-    advisory_xact_lock,
-    create_engine,
-    missing_columns,
-    retry_if_transient,
-    split_table,
-)
-from tasks.extract import parse_as_of
-from tasks.validate import load_panel
+from tasks.db import add_columns, advisory_xact_lock, create_engine, missing_columns
+from tasks.panel import load_panel
+from tasks.parsing import parse_as_of
+from tasks.retry import DB_RETRIES
+from tasks.schemas import models_table, runs_table
 
 RETRAIN, WARM_START, REUSE = "retrain", "warm_start", "reuse"
 CHAMPION, RETIRED, REJECTED = "champion", "retired", "rejected"
@@ -71,33 +65,6 @@ class Selection:
     message: str
     challenger_mase: float | None = None
     champion_mase: float | None = None
-
-
-def models_table(name: str, metadata: sa.MetaData) -> sa.Table:
-    schema, table = split_table(name)
-    return sa.Table(
-        table, metadata,
-        sa.Column("pipeline", sa.Text, primary_key=True),
-        sa.Column("version", sa.Text, primary_key=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("kind", sa.Text, nullable=False),
-        sa.Column("parent_version", sa.Text, nullable=True),
-        sa.Column("config_hash", sa.Text, nullable=False),
-        sa.Column("checkpoint_path", sa.Text, nullable=False),
-        sa.Column("device", sa.Text, nullable=False),
-        sa.Column("epochs", sa.Integer, nullable=False),
-        # why training ended; "time_budget": stopped by training.time_budget_s, not reproducible
-        sa.Column("stopped_reason", sa.Text, nullable=True),
-        sa.Column("best_val_loss", sa.Float(precision=53), nullable=True),
-        sa.Column("backtest", sa.Text, nullable=False),  # the run's backtest summary, JSON
-        sa.Column("holdout_mase", sa.Float(precision=53), nullable=True),
-        sa.Column("champion_holdout_mase", sa.Float(precision=53), nullable=True),
-        sa.Column("status", sa.Text, nullable=False),
-        sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("run_id", sa.Text, nullable=False),
-        schema=schema,
-    )  # fmt: skip
 
 
 def config_hash(cfg: PipelineConfig) -> str:
@@ -180,8 +147,6 @@ def runs_since_full_training(
     ).scalar_one()  # fmt: skip
     if last is None:
         return 0
-    from tasks.publish import runs_table
-
     runs = runs_table(runs_name, sa.MetaData())
     if not _has_table(conn, runs):
         return 0
@@ -243,7 +208,7 @@ def decide_plan(
     )
 
 
-def plan_training_for(cfg: PipelineConfig, history_path: str, as_of: str) -> TrainingPlan:
+def run_plan_training(cfg: PipelineConfig, history_path: str, as_of: str) -> TrainingPlan:
     when = parse_as_of(as_of).to_pydatetime()
     table = models_table(cfg.registry.table, sa.MetaData())
     engine = create_engine(cfg.output.url)
@@ -271,13 +236,10 @@ def plan_training_for(cfg: PipelineConfig, history_path: str, as_of: str) -> Tra
     return plan
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_condition_fn=retry_if_transient,
-)
+@task(**DB_RETRIES)
 def plan_training(cfg: PipelineConfig, history_path: str, as_of: str) -> TrainingPlan:
-    return plan_training_for(cfg, history_path, as_of)
+    """Retrain, fine-tune the champion or reuse it, as the registry policy says for this run."""
+    return run_plan_training(cfg, history_path, as_of)
 
 
 def reuse_champion(plan: TrainingPlan) -> Selection:
@@ -289,44 +251,52 @@ def reuse_champion(plan: TrainingPlan) -> Selection:
     )  # fmt: skip
 
 
-def challenge(
-    cfg: PipelineConfig, trained: Any, plan: TrainingPlan, history_path: str, as_of: str, run_id: str,
-    backtest: dict[str, dict[str, float]],
-) -> Selection:  # fmt: skip
-    """Register `trained` (a TrainOutput) and promote it if it beats the champion on the holdout.
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a challenger replaces the champion, and the message that says why."""
 
-    Idempotent: a re-run with the same trained version finds its row and reaches the same decision.
-    """
-    panel = load_panel(cfg, history_path)
-    season = cfg.data.season_length
-    challenger_mase = holdout_mase(load_checkpoint(trained.checkpoint_path), panel, season)
-    champion, champion_mase = plan.champion, None
-    if champion is not None and champion.version == trained.model_version:
-        # A fine-tune that no epoch improved on gives back the champion itself: nothing to register.
-        message = f"fine-tuning kept champion {champion.version} unchanged: no epoch beat it on validation"
-        stage_logger().info(message)
-        return Selection(champion.version, champion.checkpoint_path, promoted=False, message=message,
-                         challenger_mase=challenger_mase)  # fmt: skip
-    if champion is not None:
-        model = (
-            load_checkpoint(champion.checkpoint_path) if Path(champion.checkpoint_path).is_file() else None
-        )
-        if model is not None and warm_start_problem(model, panel, cfg.model_config_for_lstm()) is None:
-            champion_mase = holdout_mase(model, panel, season)
-    promoted = champion is None or champion_mase is None or challenger_mase < champion_mase
+    promoted: bool
+    message: str
+
+
+def decide_champion(
+    challenger: str, challenger_mase: float, champion: ModelVersion | None, champion_mase: float | None
+) -> Verdict:
+    """The challenger wins when there is no champion, when the champion cannot forecast the current series
+    (`champion_mase` None), or when it scores a strictly lower holdout MASE."""
     if champion is None:
-        message = f"{trained.model_version} is the first champion (holdout MASE {challenger_mase:.4f})"
-    elif champion_mase is None:
-        message = (
-            f"{trained.model_version} replaces {champion.version}, which cannot forecast the current series"
+        return Verdict(True, f"{challenger} is the first champion (holdout MASE {challenger_mase:.4f})")
+    if champion_mase is None:
+        return Verdict(
+            True, f"{challenger} replaces {champion.version}, which cannot forecast the current series"
         )
-    else:
-        verdict = "beats" if promoted else "does not beat"
-        message = (
-            f"challenger {trained.model_version} (holdout MASE {challenger_mase:.4f}) {verdict} champion "
-            f"{champion.version} ({champion_mase:.4f})"
-        )
-    now = datetime.now(UTC)
+    promoted = challenger_mase < champion_mase
+    verdict = "beats" if promoted else "does not beat"
+    return Verdict(
+        promoted,
+        f"challenger {challenger} (holdout MASE {challenger_mase:.4f}) {verdict} champion "
+        f"{champion.version} ({champion_mase:.4f})",
+    )
+
+
+def champion_holdout_mase(cfg: PipelineConfig, champion: ModelVersion | None, panel: Panel) -> float | None:
+    """The champion's MASE on the holdout; None when it has no checkpoint or cannot forecast the panel."""
+    if champion is None or not Path(champion.checkpoint_path).is_file():
+        return None
+    model = load_checkpoint(champion.checkpoint_path)
+    if warm_start_problem(model, panel, cfg.model_config_for_lstm()) is not None:
+        return None
+    return holdout_mase(model, panel, cfg.data.season_length)
+
+
+def record_challenge(
+    cfg: PipelineConfig, trained: Any, as_of: str, run_id: str, backtest: dict[str, dict[str, float]],
+    mase: tuple[float, float | None], promoted: bool,
+) -> None:  # fmt: skip
+    """The challenger's version row (once, however often the run is retried) and, when it won, its
+    promotion: champion of the pipeline, or of its own period when a later as-of already has one."""
+    challenger_mase, champion_mase = mase
+    now, when = datetime.now(UTC), parse_as_of(as_of).to_pydatetime()
     table = models_table(cfg.registry.table, sa.MetaData())
     engine = create_engine(cfg.output.url)
     try:
@@ -339,17 +309,15 @@ def challenge(
             if existing is None:
                 conn.execute(
                     sa.insert(table).values(
-                        pipeline=cfg.name, version=trained.model_version, created_at=now,
-                        as_of=parse_as_of(as_of).to_pydatetime(), kind=trained.kind,
-                        parent_version=trained.parent_version, config_hash=config_hash(cfg),
-                        checkpoint_path=trained.checkpoint_path, device=trained.device, epochs=trained.epochs,
-                        stopped_reason=trained.stopped_reason,
+                        pipeline=cfg.name, version=trained.model_version, created_at=now, as_of=when,
+                        kind=trained.kind, parent_version=trained.parent_version,
+                        config_hash=config_hash(cfg), checkpoint_path=trained.checkpoint_path,
+                        device=trained.device, epochs=trained.epochs, stopped_reason=trained.stopped_reason,
                         best_val_loss=trained.best_val_loss, backtest=json.dumps(backtest, sort_keys=True),
                         holdout_mase=challenger_mase, champion_holdout_mase=champion_mase,
                         status=REJECTED, run_id=run_id,
                     )
                 )  # fmt: skip
-            when = parse_as_of(as_of).to_pydatetime()
             later = conn.execute(
                 sa.select(sa.func.count()).where(
                     table.c.pipeline == cfg.name, table.c.promoted_at.is_not(None), table.c.as_of > when
@@ -369,25 +337,46 @@ def challenge(
                 conn.execute(sa.update(table).where(key).values(status=CHAMPION, promoted_at=now))
     finally:
         engine.dispose()
-    (stage_logger().info if promoted else stage_logger().warning)(message)
-    winner = trained if promoted else None
+
+
+def run_register(
+    cfg: PipelineConfig, trained: Any, plan: TrainingPlan, history_path: str, as_of: str, run_id: str,
+    backtest: dict[str, dict[str, float]],
+) -> Selection:  # fmt: skip
+    """Register `trained` (a TrainOutput) and promote it if it beats the champion on the holdout.
+
+    Idempotent: a re-run with the same trained version finds its row and reaches the same decision.
+    """
+    panel = load_panel(cfg, history_path)
+    challenger_mase = holdout_mase(load_checkpoint(trained.checkpoint_path), panel, cfg.data.season_length)
+    champion = plan.champion
+    if champion is not None and champion.version == trained.model_version:
+        # A fine-tune that no epoch improved on gives back the champion itself: nothing to register.
+        message = f"fine-tuning kept champion {champion.version} unchanged: no epoch beat it on validation"
+        stage_logger().info(message)
+        return Selection(champion.version, champion.checkpoint_path, promoted=False, message=message,
+                         challenger_mase=challenger_mase)  # fmt: skip
+    champion_mase = champion_holdout_mase(cfg, champion, panel)
+    verdict = decide_champion(trained.model_version, challenger_mase, champion, champion_mase)
+    record_challenge(
+        cfg, trained, as_of, run_id, backtest, (challenger_mase, champion_mase), verdict.promoted
+    )
+    (stage_logger().info if verdict.promoted else stage_logger().warning)(verdict.message)
+    winner = trained if verdict.promoted else None
     return Selection(
         version=winner.model_version if winner else champion.version,
         checkpoint_path=winner.checkpoint_path if winner else champion.checkpoint_path,
-        promoted=promoted,
-        message=message,
+        promoted=verdict.promoted,
+        message=verdict.message,
         challenger_mase=challenger_mase,
         champion_mase=champion_mase,
     )
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_condition_fn=retry_if_transient,
-)
+@task(**DB_RETRIES)
 def register(
     cfg: PipelineConfig, trained: Any, plan: TrainingPlan, history_path: str, as_of: str, run_id: str,
     backtest: dict[str, dict[str, float]],
 ) -> Selection:  # fmt: skip
-    return challenge(cfg, trained, plan, history_path, as_of, run_id, backtest)
+    """Register the trained model and promote it if it beats the champion on the holdout."""
+    return run_register(cfg, trained, plan, history_path, as_of, run_id, backtest)

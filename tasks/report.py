@@ -13,9 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,8 @@ from lstm_model.backtest import METRICS, MODELS
 from lstm_model.baselines import BASELINES
 from tasks._log import artifact_key
 from tasks.config import PipelineConfig
-from tasks.publish import count_columns
+from tasks.files import write_bytes_atomic
+from tasks.schemas import count_columns
 
 # Keys of the flow's run summary that the markdown summary needs; the other keys it shows are optional.
 SUMMARY_KEYS = (
@@ -244,16 +243,6 @@ def plot_markdown(png: bytes, series: list[Any], of: int, steps: int, path: str)
     )
 
 
-def write_bytes_atomic(data: bytes, path: Path) -> None:
-    """Write to a temp file and rename, so a crash never leaves a partial file under the final name."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def render_plot(
     cfg: PipelineConfig, history_path: str, forecast_path: str, interval: float | None
 ) -> tuple[str, str]:
@@ -272,15 +261,11 @@ def render_plot(
     return plot_markdown(png, series, len(ids), steps, str(path)), str(path)
 
 
-@task
-def report(
+def run_report(
     cfg: PipelineConfig, run: Mapping[str, Any], backtest_path: str, quality_path: str, history_path: str,
     forecast_path: str,
 ) -> ReportResult:  # fmt: skip
-    """Publish the run's artifacts: summary, backtest per fold, data quality and the forecast plot.
-
-    `run` is the nightly flow's run summary (see `SUMMARY_KEYS`).
-    """
+    """`run` is the nightly flow's run summary (see `SUMMARY_KEYS`)."""
     started = time.perf_counter()
     kinds = ("summary", "backtest-folds", "quality", "forecast-plot")
     keys = {kind: artifact_key(cfg.name, kind) for kind in kinds}
@@ -304,3 +289,12 @@ def report(
     return ReportResult(
         keys=tuple(keys.values()), plot_path=plot_path, seconds=round(time.perf_counter() - started, 3)
     )
+
+
+@task
+def report(
+    cfg: PipelineConfig, run: Mapping[str, Any], backtest_path: str, quality_path: str, history_path: str,
+    forecast_path: str,
+) -> ReportResult:  # fmt: skip
+    """Publish the run's artifacts: summary, backtest per fold, data quality and the forecast plot."""
+    return run_report(cfg, run, backtest_path, quality_path, history_path, forecast_path)

@@ -22,15 +22,14 @@ import pandas as pd
 import sqlalchemy as sa
 from prefect import task
 from prefect.artifacts import create_table_artifact
-from prefect.tasks import exponential_backoff
 
 from lstm_model.metrics import coverage, mae, rmse, smape
+from tasks._log import artifact_key
 from tasks.config import PipelineConfig
-from tasks.db import advisory_xact_lock, create_engine, retry_if_transient, safe_url, split_table
-from tasks.publish import forecast_table
-from tasks.report import artifact_key
+from tasks.db import advisory_xact_lock, create_engine, safe_url
+from tasks.retry import DB_RETRIES
+from tasks.schemas import accuracy_table, forecast_table
 
-ACCURACY_KEY = ("pipeline", "as_of", "model_version")
 METRICS = ("mae", "rmse", "smape", "mase", "coverage")
 SCORE_COLUMNS = ("as_of", "model_version", "n_series", "n_points", *METRICS, "first_ts", "last_ts")
 ARTIFACT_ROWS = 60
@@ -44,28 +43,6 @@ class ScoreResult:
     points: int  # forecast points scored by this run
     rows: list[dict[str, Any]]  # the pipeline's accuracy over time, oldest as-of first
     seconds: float
-
-
-def accuracy_table(name: str, metadata: sa.MetaData) -> sa.Table:
-    schema, table = split_table(name)
-    return sa.Table(
-        table, metadata,
-        sa.Column("pipeline", sa.Text, nullable=False),
-        sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("model_version", sa.Text, nullable=False),
-        sa.Column("n_series", sa.BigInteger, nullable=False),
-        sa.Column("n_points", sa.BigInteger, nullable=False),
-        sa.Column("mae", sa.Float(precision=53), nullable=False),
-        sa.Column("rmse", sa.Float(precision=53), nullable=False),
-        sa.Column("smape", sa.Float(precision=53), nullable=False),
-        sa.Column("mase", sa.Float(precision=53), nullable=True),  # undefined for flat in-sample history
-        sa.Column("coverage", sa.Float(precision=53), nullable=True),  # NULL: no forecast had an interval
-        sa.Column("first_ts", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_ts", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint(*ACCURACY_KEY),
-        schema=schema,
-    )  # fmt: skip
 
 
 def _utc_ns(values: pd.Series) -> pd.Series:
@@ -308,14 +285,7 @@ def accuracy_artifact_rows(rows: list[dict[str, Any]], limit: int = ARTIFACT_ROW
     return [{k: (round(r[k], 4) if k in METRICS and r[k] is not None else r[k]) for k in keep} for r in shown]
 
 
-@task(
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_condition_fn=retry_if_transient,
-)
-def score(cfg: PipelineConfig, history_path: str) -> ScoreResult:
-    """Score the earlier forecasts that the cleaned history now has actuals for, and show the accuracy over
-    time as a table artifact."""
+def run_score(cfg: PipelineConfig, history_path: str) -> ScoreResult:
     out = cfg.output
     result = score_forecasts(
         out.url, out.table, out.accuracy_table, cfg.name, history_path, cfg.data.season_length,
@@ -328,3 +298,9 @@ def score(cfg: PipelineConfig, history_path: str) -> ScoreResult:
     )
     create_table_artifact(shown, key=artifact_key(cfg.name, "accuracy-over-time"), description=description)
     return result
+
+
+@task(**DB_RETRIES)
+def score(cfg: PipelineConfig, history_path: str) -> ScoreResult:
+    """Score earlier forecasts whose actuals have arrived; show the accuracy over time."""
+    return run_score(cfg, history_path)

@@ -10,20 +10,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from prefect import task
 
 from lstm_model.checkpoint import load_checkpoint, save_checkpoint
-from lstm_model.train import TIME_BUDGET, TrainResult, fit
+from lstm_model.train import TIME_BUDGET, TrainingFailed, TrainResult, fit
 from tasks._log import stage_logger
 from tasks.config import PipelineConfig
-from tasks.validate import load_panel
+from tasks.files import models_dir
+from tasks.panel import load_panel
 
 
 @dataclass(frozen=True)
@@ -57,11 +55,7 @@ def model_digest(result: TrainResult) -> str:
     return digest.hexdigest()
 
 
-def models_dir(cfg: PipelineConfig) -> Path:
-    return Path(cfg.data.data_dir) / cfg.name / "models"
-
-
-def train_model(
+def run_train(
     cfg: PipelineConfig, history_path: str, init_checkpoint_path: str | None = None,
     parent_version: str | None = None,
 ) -> TrainOutput:  # fmt: skip
@@ -95,11 +89,9 @@ def train_model(
         )  # fmt: skip
     folder = models_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    staged = folder / f".model-{uuid.uuid4().hex}.pt"
-    save_checkpoint(result, staged)
     version = f"lstm-{model_digest(result)[:12]}"
     path = folder / f"{version}.pt"
-    os.replace(staged, path)
+    save_checkpoint(result, path)  # written whole under a temp name, then renamed
     best = min(row["val_loss"] for row in result.history)
     return TrainOutput(
         checkpoint_path=str(path),
@@ -126,9 +118,21 @@ def reproducibility(time_capped_folds: tuple[int, ...], stopped_reason: str | No
     return f"stopped by time, not reproducible ({', '.join(capped)}: training.time_budget_s)"
 
 
+def fallback_message(cfg: PipelineConfig, failure: BaseException, baseline: str) -> str | None:
+    """What a failed training leads to: the message of a fallback to `baseline` when the fit failed in a
+    way a baseline can stand in for (TrainingFailed: a non-finite or diverging loss) and
+    `training.on_failure = "fallback"`; None when the run must fail with the error."""
+    if not (isinstance(failure, TrainingFailed) and cfg.training.on_failure == "fallback"):
+        return None
+    return (
+        f"training failed ({failure}); training.on_failure = 'fallback': publishing the {baseline} forecast"
+    )
+
+
 @task
 def train(
     cfg: PipelineConfig, history_path: str, init_checkpoint_path: str | None = None,
     parent_version: str | None = None,
 ) -> TrainOutput:  # fmt: skip
-    return train_model(cfg, history_path, init_checkpoint_path, parent_version)
+    """Train the global LSTM (or fine-tune the champion) and save its checkpoint."""
+    return run_train(cfg, history_path, init_checkpoint_path, parent_version)

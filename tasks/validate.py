@@ -12,12 +12,11 @@ from prefect.artifacts import create_table_artifact
 
 from lstm_model.backtest import COLUMNS, METRICS, fold_plan, run_fold, summarize
 from lstm_model.baselines import BASELINES
-from lstm_model.features import calendar_features, calendar_names
-from lstm_model.panel import Panel
 from lstm_model.train import TIME_BUDGET
 from tasks._log import artifact_key, stage_logger
-from tasks.clean import write_parquet_atomic
 from tasks.config import PipelineConfig
+from tasks.files import write_parquet_atomic
+from tasks.panel import load_panel
 
 
 @dataclass(frozen=True)
@@ -31,30 +30,6 @@ class ValidateResult:
     time_capped_folds: tuple[int, ...] = ()
 
 
-def future_names(cfg: PipelineConfig) -> tuple[str, ...]:
-    """Known-in-advance inputs of the model: the source's future covariates, then calendar features."""
-    calendar = calendar_names(cfg.data.freq) if cfg.data.calendar else ()
-    return (*cfg.source.future_covariates, *calendar)
-
-
-def with_calendar(cfg: PipelineConfig, frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` (with a `ts` column) plus the calendar feature columns the config asks for."""
-    if not cfg.data.calendar:
-        return frame
-    frame = frame.reset_index(drop=True)
-    return pd.concat([frame, calendar_features(frame["ts"], cfg.data.freq)], axis=1)
-
-
-def load_panel(cfg: PipelineConfig, history_path: str, series: tuple[str, ...] | None = None) -> Panel:
-    """The cleaned history as a Panel; only `series` (read with a Parquet filter) when given."""
-    filters = [("series_id", "in", list(series))] if series is not None else None
-    frame = with_calendar(cfg, pd.read_parquet(history_path, filters=filters))
-    return Panel.from_frame(
-        frame, series_col="series_id", time_col="ts", target_col=cfg.source.target,
-        past=cfg.source.covariates, future=future_names(cfg),
-    )  # fmt: skip
-
-
 @dataclass(frozen=True)
 class Fold:
     index: int
@@ -62,7 +37,7 @@ class Fold:
     series: tuple[str, ...]  # the series with lookback + horizon steps before the cutoff
 
 
-def plan_folds(cfg: PipelineConfig, history_path: str) -> list[Fold]:
+def run_plan_folds(cfg: PipelineConfig, history_path: str) -> list[Fold]:
     """The rolling-origin folds of the backtest; each runs on its own, anywhere."""
     panel = load_panel(cfg, history_path)
     horizon = cfg.forecast.horizon
@@ -70,7 +45,8 @@ def plan_folds(cfg: PipelineConfig, history_path: str) -> list[Fold]:
     return [Fold(i, cutoff, tuple(ids)) for i, (cutoff, ids) in enumerate(plan)]
 
 
-def backtest_one_fold(cfg: PipelineConfig, history_path: str, fold: Fold) -> list[dict[str, object]]:
+def run_backtest_fold(cfg: PipelineConfig, history_path: str, fold: Fold) -> list[dict[str, object]]:
+    """The LSTM and every baseline trained and scored on one fold."""
     panel = load_panel(cfg, history_path)
     stage_logger().info(
         "backtest fold %d: %d series, cutoff %d", fold.index + 1, len(fold.series), fold.cutoff
@@ -153,8 +129,7 @@ def decide_gate(summary: dict[str, dict[str, float]], policy: str) -> GateDecisi
     return GateDecision(False, lstm, baseline, f"{message}; publishing the {name} forecast", baseline=name)
 
 
-@task
-def gate(cfg: PipelineConfig, summary: dict[str, dict[str, float]]) -> GateDecision:
+def run_gate(cfg: PipelineConfig, summary: dict[str, dict[str, float]]) -> GateDecision:
     decision = decide_gate(summary, cfg.forecast.gate)
     log = stage_logger()
     (log.info if decision.use_lstm else log.error if decision.fail else log.warning)(decision.message)
@@ -162,13 +137,21 @@ def gate(cfg: PipelineConfig, summary: dict[str, dict[str, float]]) -> GateDecis
 
 
 @task
-def folds(cfg: PipelineConfig, history_path: str) -> list[Fold]:
-    return plan_folds(cfg, history_path)
+def gate(cfg: PipelineConfig, summary: dict[str, dict[str, float]]) -> GateDecision:
+    """Decide from the backtest whether the LSTM or the best baseline forecasts."""
+    return run_gate(cfg, summary)
+
+
+@task
+def plan_folds(cfg: PipelineConfig, history_path: str) -> list[Fold]:
+    """Plan the rolling-origin folds of the backtest."""
+    return run_plan_folds(cfg, history_path)
 
 
 @task
 def backtest_fold(cfg: PipelineConfig, history_path: str, fold: Fold) -> list[dict[str, object]]:
-    return backtest_one_fold(cfg, history_path, fold)
+    """Backtest the LSTM and the baselines on one fold."""
+    return run_backtest_fold(cfg, history_path, fold)
 
 
 def publish_backtest_artifact(cfg: PipelineConfig, result: ValidateResult) -> None:
@@ -179,10 +162,17 @@ def publish_backtest_artifact(cfg: PipelineConfig, result: ValidateResult) -> No
     )
 
 
-@task
-def summarize_backtest(
+def run_summarize_backtest(
     cfg: PipelineConfig, history_path: str, fold_rows: list[list[dict[str, object]]], seconds: float
 ) -> ValidateResult:
     result = combine_folds(history_path, fold_rows, seconds)
     publish_backtest_artifact(cfg, result)
     return result
+
+
+@task
+def summarize_backtest(
+    cfg: PipelineConfig, history_path: str, fold_rows: list[list[dict[str, object]]], seconds: float
+) -> ValidateResult:
+    """Keep the folds' scores and their mean per model, and show them in the UI."""
+    return run_summarize_backtest(cfg, history_path, fold_rows, seconds)

@@ -20,6 +20,14 @@ from lstmcast.demo import sales_frame, sensor_frame  # noqa: E402
 from tasks.config import PipelineConfig, parse_config  # noqa: E402
 
 PG_URL = os.environ.get("LSTMCAST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# The PostgreSQL tests are skipped where no server answers, except in CI: a skipped PostgreSQL test
+# there would let the run pass without them, so CI fails instead (see `pytest_collection_finish`).
+PG_MISSING_IN_CI = pytest.ExitCode.TESTS_FAILED
+
+
+def in_ci() -> bool:
+    """True under CI=true (or CI=1), as GitHub Actions, GitLab CI and most runners set it."""
+    return os.environ.get("CI", "").lower() in {"true", "1"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -142,21 +150,66 @@ def sales_cfg(sqlite_url: str, tmp_path: Path) -> PipelineConfig:
     })  # fmt: skip
 
 
-def postgres_available() -> str | None:
-    """None when the PostgreSQL test server answers, else the reason it cannot be used."""
+def shown_pg_url() -> str:
+    """PG_URL as messages print it: a password given in LSTMCAST_TEST_PG_URL stays out of the CI log."""
     try:
-        engine = sa.create_engine(PG_URL)
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-        engine.dispose()
-    except Exception as exc:  # any failure to connect means: skip the PostgreSQL tests, saying why
-        return f"PostgreSQL test server not reachable at {PG_URL}: {type(exc).__name__}"
+        return sa.engine.make_url(PG_URL).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return PG_URL
+
+
+def postgres_available() -> str | None:
+    """None when the PostgreSQL test server answers, else why not (the driver's error, first line)."""
+    try:
+        url = sa.engine.make_url(PG_URL)
+        # libpq waits for an unanswered SYN as long as the OS does; a CI run should fail in seconds
+        connect_args = {"connect_timeout": 10} if url.get_driver_name() in {"psycopg", "psycopg2"} else {}
+        engine = sa.create_engine(url, connect_args=connect_args)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("select 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:  # whatever stops the connection is the reason to report
+        cause = getattr(exc, "orig", None) or exc  # the driver's error, without SQLAlchemy's wrapping
+        lines = str(cause).strip().splitlines()
+        return f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
     return None
+
+
+def postgres_skip_reason(cause: str) -> str:
+    return f"PostgreSQL test server not reachable at {shown_pg_url()}: {cause}"
+
+
+def postgres_ci_failure(cause: str) -> str:
+    return (
+        f"CI={os.environ.get('CI', '')} but PostgreSQL at {shown_pg_url()} does not answer: {cause}; "
+        "the PostgreSQL tests must run in CI"
+    )
+
+
+def needs_postgres(item: pytest.Item) -> bool:
+    """Marked `postgres` or asks for `pg_url` by name (a fixture that asks for it at run time is
+    caught by `pg_url` itself)."""
+    return item.get_closest_marker("postgres") is not None or "pg_url" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In CI, stop before any test (and before the Prefect server starts) when the selected tests need
+    PostgreSQL and it does not answer."""
+    if not in_ci() or not any(needs_postgres(item) for item in session.items):
+        return
+    cause = postgres_available()
+    if cause:
+        pytest.exit(postgres_ci_failure(cause), returncode=PG_MISSING_IN_CI)
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> str:
-    reason = postgres_available()
-    if reason:
-        pytest.skip(reason)
+    """The PostgreSQL test server's URL; skips the test where none answers, stops the run in CI."""
+    cause = postgres_available()
+    if cause:
+        if in_ci():
+            pytest.exit(postgres_ci_failure(cause), returncode=PG_MISSING_IN_CI)
+        pytest.skip(postgres_skip_reason(cause))
     return PG_URL

@@ -13,7 +13,9 @@ from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from flows.backfill import BackfillFailed, backfill_dates, backfill_forecasts, date_runner
 from tasks.config import load_config
-from tasks.extract import STORE_DIR, WATERMARK_FILE, extract_to_parquet, parse_as_of, pipeline_dir, run_dir
+from tasks.extract import STORE_DIR, WATERMARK_FILE, run_extract
+from tasks.files import pipeline_dir, run_dir
+from tasks.parsing import parse_as_of
 from tests.conftest import sensor_config_dict, sensor_slice, write_table
 
 DAYS = ["2016-07-14T00:00:00+00:00", "2016-07-15T00:00:00+00:00", "2016-07-16T00:00:00+00:00"]
@@ -123,7 +125,7 @@ def test_a_value_planted_after_the_earliest_as_of_never_reaches_it(sensor_db, tm
 
     # An incremental store whose watermark lies before the backfill: the nightly flow would update it.
     cfg = load_config(planted)
-    extract_to_parquet(cfg, parse_as_of("2016-07-10"))
+    run_extract(cfg, parse_as_of("2016-07-10"))
     before = store_state(cfg)
 
     backfill_forecasts(planted, "2016-07-14", "2016-07-15", concurrency=2)

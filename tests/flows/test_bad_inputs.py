@@ -31,15 +31,18 @@ import pytest
 import sqlalchemy as sa
 import tomli_w
 
-import tasks.clean
+import tasks.files
 from flows.nightly import nightly_forecast
 from tasks.clean import COUNT_COLUMNS, MAD_SCALE, clean
 from tasks.config import ConfigError, load_config, parse_config
 from tasks.db import safe_url, split_table
-from tasks.extract import extract, pipeline_dir, resolve_as_of, run_dir
-from tasks.forecast import make_forecast
-from tasks.publish import build_run_record, forecast_table, publish_forecasts, quality_table, runs_table
+from tasks.extract import extract, resolve_as_of
+from tasks.files import pipeline_dir, run_dir
+from tasks.publish import run_publish
+from tasks.schemas import forecast_table, quality_table, runs_table
+from tasks.summary import build_run_record
 from tests.conftest import sensor_config_dict, sensor_slice, write_table
+from tests.helpers import forecast_all
 
 HOURS = 96  # 2016-07-01 00:00 to 2016-07-04 23:00 of three ETTh1 sensors
 AS_OF = "2016-07-04 23:00"
@@ -172,13 +175,13 @@ def run_stages(config_path: str, as_of: str | None) -> None:
     as_of_iso = resolve_as_of.fn(cfg, as_of)
     extracted = extract.fn(cfg, as_of_iso)
     cleaned = clean.fn(cfg, extracted.path, as_of_iso)
-    forecasts = make_forecast(cfg, None, cleaned.history_path, cleaned.future_path)
+    forecasts = forecast_all(cfg, None, cleaned)
     counts = {"extract": dataclasses.asdict(extracted), "clean": dataclasses.asdict(cleaned)}
     run = build_run_record(
         cfg, run_id=uuid.uuid4().hex, as_of=as_of_iso, started_at=as_of_iso, model_version="seasonal_naive",
         metrics={}, timings={}, counts=counts,
     )  # fmt: skip
-    publish_forecasts(cfg, forecasts.path, run, cleaned.quality_path)
+    run_publish(cfg, forecasts.path, run, cleaned.quality_path)
 
 
 def read_output(url: str, name: str) -> pd.DataFrame | None:
@@ -516,7 +519,7 @@ def disk_full_in_clean(sc: Scenario) -> None:
     """history.parquet's temp file is a link to /dev/full: the kernel's own ENOSPC, not a stand-in."""
     if not Path("/dev/full").exists():
         pytest.skip("needs /dev/full")
-    sc.monkeypatch.setattr(tasks.clean, "uuid", SimpleNamespace(uuid4=lambda: FIXED))
+    sc.monkeypatch.setattr(tasks.files, "uuid", SimpleNamespace(uuid4=lambda: FIXED))
     folder = sc.run_dir()
     folder.mkdir(parents=True)
     (folder / f".history.parquet.{FIXED.hex}.tmp").symlink_to("/dev/full")
@@ -551,9 +554,9 @@ CASES = [
     Case("config_not_toml", not_toml, ConfigError,
          r"{config}: not valid TOML: Illegal character '\\n' \(at line 2, column 22\)"),
     Case("config_negative_horizon", config(forecast={"horizon": -1}), ConfigError,
-         CONFIG_PREFIX + r"'forecast.horizon': Input should be greater than or equal to 1 \(got -1\)"),
+         CONFIG_PREFIX + r"forecast.horizon must be a positive integer, got -1$"),
     Case("config_zero_lookback", config(forecast={"lookback": 0}), ConfigError,
-         CONFIG_PREFIX + r"'forecast.lookback': Input should be greater than or equal to 1 \(got 0\)"),
+         CONFIG_PREFIX + r"forecast.lookback must be a positive integer, got 0$"),
     Case("config_unknown_freq", config(data={"freq": "fortnightly"}), ConfigError,
          CONFIG_PREFIX + r"'data.freq': data.freq must be a pandas offset alias such as 'h', 'D' or '15min' "
          r"with a positive step, got 'fortnightly'"),
@@ -563,7 +566,7 @@ CASES = [
     Case("config_unknown_key", config(source={"tabel": "readings"}), ConfigError,
          CONFIG_PREFIX + r"unknown key 'source.tabel'"),
     Case("config_string_for_int", config(forecast={"horizon": "12"}), ConfigError,
-         CONFIG_PREFIX + r"'forecast.horizon': Input should be a valid integer \(got '12'\)"),
+         CONFIG_PREFIX + r"forecast.horizon must be a positive integer, got '12'$"),
     Case("config_bad_url", config(source={"url": "readings.db"}), ConfigError,
          CONFIG_PREFIX + r"'source.url': source.url is not a valid SQLAlchemy URL "
          r"\(expected dialect\+driver://user:password@host:port/database\) \(got 'readings.db'\)"),

@@ -111,16 +111,16 @@ if stage == "train":
 
     tasks.train.fit = fit
 else:
-    import tasks.publish
+    import tasks.publish.transaction
 
-    real_upsert = tasks.publish.upsert_forecasts
+    real_upsert = tasks.publish.transaction.write_forecast_rows
 
     def upsert(*args, **kwargs):
         written = real_upsert(*args, **kwargs)
         stop_here()
         return written
 
-    tasks.publish.upsert_forecasts = upsert
+    tasks.publish.transaction.write_forecast_rows = upsert
 
 from flows.nightly import nightly_forecast
 

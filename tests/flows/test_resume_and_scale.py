@@ -7,8 +7,7 @@ import tomli_w
 
 import tasks.publish
 import tasks.train
-from flows.nightly import nightly_forecast
-from flows.runners import nightly_flow
+from flows.nightly import nightly_flow, nightly_forecast
 from tasks.config import load_config
 from tests.conftest import sensor_config_dict
 from tests.flows.test_nightly import task_runs

@@ -10,7 +10,8 @@ from sklearn.model_selection import TimeSeriesSplit
 from lstm_model.backtest import backtest, fold_cutoffs, holdout_mase, summarize
 from lstm_model.config import ModelConfig, TrainConfig
 from lstm_model.metrics import mase
-from lstm_model.train import fit, predict_origins
+from lstm_model.prediction import predict_origins
+from lstm_model.train import fit
 
 # `lstm_model.backtest` as an attribute is the re-exported function, so fetch the module itself.
 backtest_mod = importlib.import_module("lstm_model.backtest")

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from lstm_model.calibration import apply_calibration, conformal_widths, quantile_pairs
+from lstm_model.losses import pinball_loss
 from lstm_model.metrics import coverage
-from lstm_model.train import apply_calibration, conformal_widths, pinball_loss, quantile_pairs
 
 LEVELS = (0.1, 0.5, 0.9)
 

@@ -7,7 +7,8 @@ import torch
 import lstm_model.checkpoint as checkpoint_mod
 from lstm_model.checkpoint import load_checkpoint, save_checkpoint
 from lstm_model.config import ModelConfig
-from lstm_model.train import fit, predict
+from lstm_model.prediction import predict
+from lstm_model.train import fit
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+import lstm_model.runtime as runtime_mod
 import lstm_model.train as train_mod
 from lstm_model.config import ModelConfig
 from lstm_model.device import select_device
 from lstm_model.panel import Panel
-from lstm_model.train import _place_data, _same_device, fit, torch_threads, use_bf16
+from lstm_model.runtime import place_data, same_device, torch_threads, use_bf16
+from lstm_model.train import fit
 from lstm_model.windows import Batch, WindowSource
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -84,11 +86,11 @@ def test_select_device_auto_picks_the_patched_gpu(gpu):
 
 def test_same_device_treats_plain_cuda_as_the_current_gpu(gpu):
     gpu((8, 0))  # current device 0
-    assert _same_device(CPU, CPU)
-    assert not _same_device(CPU, CUDA) and not _same_device(CUDA, CPU)
-    assert _same_device(torch.device("cuda", 0), CUDA) and _same_device(CUDA, torch.device("cuda", 0))
-    assert not _same_device(torch.device("cuda", 1), CUDA)
-    assert _same_device(torch.device("cuda", 1), torch.device("cuda", 1))
+    assert same_device(CPU, CPU)
+    assert not same_device(CPU, CUDA) and not same_device(CUDA, CPU)
+    assert same_device(torch.device("cuda", 0), CUDA) and same_device(CUDA, torch.device("cuda", 0))
+    assert not same_device(torch.device("cuda", 1), CUDA)
+    assert same_device(torch.device("cuda", 1), torch.device("cuda", 1))
 
 
 def tiny_source(n: int = 40) -> WindowSource:
@@ -100,7 +102,7 @@ def tiny_source(n: int = 40) -> WindowSource:
 def test_place_data_keeps_cpu_data_where_it_is(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: pytest.fail("asked a GPU"))
     source = tiny_source()
-    assert _place_data(source, CPU) is source
+    assert place_data(source, CPU) is source
 
 
 @pytest.mark.parametrize(("free", "moved"), [(10**9, True), (100, False)])
@@ -110,7 +112,7 @@ def test_place_data_moves_the_data_to_the_gpu_only_when_it_fits(monkeypatch, fre
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
     moved_to = []
     monkeypatch.setattr(WindowSource, "to", lambda self, device: moved_to.append(device) or self)
-    placed = _place_data(source, CUDA)
+    placed = place_data(source, CUDA)
     assert placed is source and moved_to == ([CUDA] if moved else [])
 
 
@@ -128,7 +130,7 @@ def test_torch_threads_sets_and_restores_the_thread_count(monkeypatch):
     with torch_threads(2) as n:
         assert n == 2 and torch.get_num_threads() == 2
     assert torch.get_num_threads() == 1
-    monkeypatch.setattr(train_mod, "available_cores", lambda: 3)
+    monkeypatch.setattr(runtime_mod, "available_cores", lambda: 3)
     with torch_threads(None) as n:  # default: every core this process may run on
         assert n == 3 and torch.get_num_threads() == 3
     assert torch.get_num_threads() == 1

@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+import lstm_model.prediction as prediction_mod
 import lstm_model.train as train_mod
 from lstm_model.baselines import naive
 from lstm_model.config import ModelConfig
 from lstm_model.metrics import mae
 from lstm_model.model import LSTMForecaster
-from lstm_model.train import fit, predict, predict_origins, warm_start_problem
+from lstm_model.prediction import predict, predict_origins
+from lstm_model.train import TrainingFailed, fit, warm_start_problem
 from lstm_model.windows import WindowSource
 
 HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "lr", "seconds"}
@@ -97,7 +99,7 @@ def test_non_finite_loss_raises_naming_the_epoch(monkeypatch, tiny_model, tiny_t
         return original(self, x_past, x_future, series) * float("nan")
 
     monkeypatch.setattr(LSTMForecaster, "forward", exploding)
-    with pytest.raises(FloatingPointError) as exc:
+    with pytest.raises(TrainingFailed) as exc:
         fit(make_panel(), tiny_model, tiny_train)
     assert (
         str(exc.value) == "validation loss of the model before training is nan: its forecasts are not finite"
@@ -111,9 +113,27 @@ def test_non_finite_loss_raises_naming_the_epoch(monkeypatch, tiny_model, tiny_t
         return out * float("nan") if self.training else out
 
     monkeypatch.setattr(LSTMForecaster, "forward", exploding_after_validation)
-    with pytest.raises(FloatingPointError, match=r"^training loss became nan in epoch 1; try a lower"):
+    with pytest.raises(TrainingFailed, match=r"^training loss became nan in epoch 1; try a lower"):
         fit(make_panel(), tiny_model, tiny_train)
     assert calls[0] is False and calls[-1] is True  # validated before training, then trained
+
+
+def test_a_non_finite_validation_loss_after_an_epoch_fails_the_fit(
+    monkeypatch, tiny_model, tiny_train, make_panel
+):
+    scripted_val_losses(monkeypatch, [1.0, float("inf")])
+    with pytest.raises(TrainingFailed, match=r"^validation loss became inf in epoch 1$"):
+        fit(make_panel(), tiny_model, tiny_train)
+
+
+def test_training_failed_is_a_floating_point_error_and_other_errors_are_not_training_failures(
+    make_panel, make_train
+):
+    """Callers that caught FloatingPointError still catch it; a bad setup is no reason to fall back."""
+    assert issubclass(TrainingFailed, FloatingPointError)
+    with pytest.raises(ValueError, match="^no series has a full training window") as exc:
+        fit(make_panel(n_series=2, length=30), ModelConfig(lookback=24, horizon=6), make_train())
+    assert not isinstance(exc.value, TrainingFailed)
 
 
 def test_no_full_training_window_is_a_clear_error(make_panel, make_train):
@@ -304,7 +324,7 @@ def test_predict_in_chunks_matches_one_pass(covariate_fit, monkeypatch):
     panel, result = covariate_fit
     future = [np.full((4, 1), float(i % 2)) for i in range(3)]
     whole = predict(result, panel, future)
-    monkeypatch.setattr(train_mod, "PREDICT_BATCH", 2)  # 3 windows -> batches of 2 and 1
+    monkeypatch.setattr(prediction_mod, "PREDICT_BATCH", 2)  # 3 windows -> batches of 2 and 1
     # float32 kernels round differently for another batch size, hence close rather than equal
     np.testing.assert_allclose(predict(result, panel, future), whole, rtol=1e-6)
 
@@ -416,7 +436,7 @@ def test_a_diverging_model_is_stopped_with_the_reason(monkeypatch, tiny_model, m
         return original(self, x_past, x_future, series) * (1.0 + len(calls)) ** 2
 
     monkeypatch.setattr(LSTMForecaster, "forward", growing)
-    with pytest.raises(FloatingPointError, match=r"^training diverged: validation loss .* in epoch \d+ is "):
+    with pytest.raises(TrainingFailed, match=r"^training diverged: validation loss .* in epoch \d+ is "):
         fit(make_panel(), tiny_model, make_train(max_epochs=20, patience=20, divergence_factor=2.0))
     with pytest.raises(ValueError, match="divergence_factor"):
         make_train(divergence_factor=1.0)

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from tasks.clean import clean, clean_frame, impute
-from tasks.extract import extract_to_parquet, parse_as_of
+from tasks.extract import run_extract
+from tasks.parsing import parse_as_of
 from tests.conftest import write_table
 
 
@@ -80,7 +81,7 @@ def test_non_finite_and_negative_values(sensor_cfg):
 
 def test_sales_future_covariates_cover_the_horizon(sales_cfg):
     as_of = parse_as_of("2014-06-01")
-    extracted = extract_to_parquet(sales_cfg, as_of)
+    extracted = run_extract(sales_cfg, as_of)
     result = clean.fn(sales_cfg, extracted.path, as_of.isoformat())
     history = pd.read_parquet(result.history_path)
     future = pd.read_parquet(result.future_path)
@@ -95,7 +96,7 @@ def test_sales_future_covariates_cover_the_horizon(sales_cfg):
 
 def test_nothing_usable_is_an_error_naming_reasons(sensor_cfg):
     cfg = sensor_cfg(forecast={"lookback": 300, "horizon": 200})
-    extracted = extract_to_parquet(cfg, parse_as_of("2016-07-10"))
+    extracted = run_extract(cfg, parse_as_of("2016-07-10"))
     with pytest.raises(
         ValueError, match=r"no series is usable for forecasting after cleaning table 'readings' \(HUFL: "
     ):
@@ -172,7 +173,7 @@ def test_mixed_offsets_in_a_sqlite_text_column_come_through_extract_and_clean(se
         cfg.source.url, "mixed", pd.DataFrame({"series_id": "a", "ts": MIXED_ZONES, "value": np.arange(8.0)})
     )
     as_of = parse_as_of("2020-01-01 07:00")
-    result = clean.fn(cfg, extract_to_parquet(cfg, as_of).path, as_of.isoformat())
+    result = clean.fn(cfg, run_extract(cfg, as_of).path, as_of.isoformat())
     history = pd.read_parquet(result.history_path)
     assert history["ts"].tolist() == list(pd.date_range("2020-01-01", periods=8, freq="h", tz="UTC"))
     assert history["value"].tolist() == list(np.arange(8.0))

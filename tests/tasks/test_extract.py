@@ -13,23 +13,22 @@ from tasks.config import parse_config
 from tasks.db import safe_url
 from tasks.extract import (
     SourceQueryError,
-    _split_by_month,
-    _within,
     extract,
-    extract_to_parquet,
     last_timestamp,
-    parse_as_of,
     read_watermark,
     resolve_as_of,
+    run_extract,
 )
-from tasks.parsing import MARK_COLUMNS, ZONE_COLUMN, ZONE_CONVERTED, ZONE_MISSING, ZONE_UTC
+from tasks.extract.store import _split_by_month
+from tasks.extract.stream import _within
+from tasks.parsing import MARK_COLUMNS, ZONE_COLUMN, ZONE_CONVERTED, ZONE_MISSING, ZONE_UTC, parse_as_of
 from tests.conftest import sensor_config_dict, sensor_slice, write_table
 
 
 def test_extract_keeps_only_rows_known_at_as_of(sensor_cfg):
     cfg = sensor_cfg()
     as_of = parse_as_of("2016-07-10 12:00")
-    result = extract_to_parquet(cfg, as_of, chunk_rows=100)  # several chunks
+    result = run_extract(cfg, as_of, chunk_rows=100)  # several chunks
     frame = pd.read_parquet(result.path)
     source = sensor_slice()
     expected = source[pd.to_datetime(source["ts"], utc=True) <= as_of]
@@ -44,7 +43,7 @@ def test_extract_keeps_only_rows_known_at_as_of(sensor_cfg):
 
 def test_future_covariates_beyond_as_of_keep_no_target(sales_cfg):
     as_of = parse_as_of("2014-06-01")
-    result = extract_to_parquet(sales_cfg, as_of)
+    result = run_extract(sales_cfg, as_of)
     frame = pd.read_parquet(result.path)
     later = frame[frame["ts"] > as_of]
     assert result.future_rows == len(later) > 0
@@ -71,13 +70,13 @@ def test_query_source(sensor_cfg):
 def test_missing_table(sensor_cfg):
     cfg = sensor_cfg(source={"table": "readngs"})
     with pytest.raises(LookupError, match=r"table 'readngs' does not exist in sqlite:///"):
-        extract_to_parquet(cfg, parse_as_of("2016-07-03"))
+        run_extract(cfg, parse_as_of("2016-07-03"))
 
 
 def test_missing_column_names_table_column_and_role(sensor_cfg):
     cfg = sensor_cfg(source={"target": "valeu"})
     with pytest.raises(LookupError) as err:
-        extract_to_parquet(cfg, parse_as_of("2016-07-03"))
+        run_extract(cfg, parse_as_of("2016-07-03"))
     assert str(err.value) == (
         "table 'readings' has no column 'valeu' (configured as source.target); "
         "its columns are ['series_id', 'ts', 'value']"
@@ -89,7 +88,7 @@ def test_missing_column_in_query(sensor_cfg):
     with pytest.raises(
         LookupError, match=r"the source query returns no column 'value' \(configured as source.target\)"
     ):
-        extract_to_parquet(cfg, parse_as_of("2016-07-03"))
+        run_extract(cfg, parse_as_of("2016-07-03"))
 
 
 def test_unparseable_timestamp_is_named(sensor_cfg, sensor_db):
@@ -100,14 +99,14 @@ def test_unparseable_timestamp_is_named(sensor_cfg, sensor_db):
         ValueError,
         match=r"table 'readings': column 'ts' has a value that is not a timestamp: 'yesterday-ish'",
     ):
-        extract_to_parquet(sensor_cfg(), parse_as_of("2016-07-03"))
+        run_extract(sensor_cfg(), parse_as_of("2016-07-03"))
 
 
 def test_text_in_value_column(sensor_cfg, sensor_db, tmp_path):
     frame = sensor_slice().astype({"value": object})
     frame.loc[3, "value"] = "n/a"
     write_table(sensor_db, "readings", frame)
-    result = extract_to_parquet(sensor_cfg(), parse_as_of("2016-07-03"))
+    result = run_extract(sensor_cfg(), parse_as_of("2016-07-03"))
     assert result.non_numeric == {"value": 1}
     assert pd.read_parquet(result.path)["value"].isna().sum() == 1
 
@@ -116,7 +115,7 @@ def test_text_in_value_column(sensor_cfg, sensor_db, tmp_path):
     with pytest.raises(
         TypeError, match=r"table 'readings': column 'value' holds no numeric values \(first value: 'high'\)"
     ):
-        extract_to_parquet(sensor_cfg(), parse_as_of("2016-07-03"))
+        run_extract(sensor_cfg(), parse_as_of("2016-07-03"))
     # the failed extract left no temp file behind and kept the earlier good file
     out = next((tmp_path / "work").rglob("extract.parquet")).parent
     assert [p.name for p in out.iterdir()] == ["extract.parquet"]
@@ -126,7 +125,7 @@ def test_empty_source_up_to_as_of(sensor_cfg):
     with pytest.raises(
         ValueError, match=r"table 'readings' has no rows with 'ts' <= 2001-01-01T00:00:00\+00:00"
     ):
-        extract_to_parquet(sensor_cfg(), parse_as_of("2001-01-01"))
+        run_extract(sensor_cfg(), parse_as_of("2001-01-01"))
 
 
 @pytest.mark.parametrize("order", ["by series", "by time", "shuffled"])
@@ -181,7 +180,7 @@ def hourly(hours: range, series: tuple[str, ...] = ("s0", "s1", "s2")) -> pd.Dat
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db(request, tmp_path):
     """A uniquely named readings table in SQLite or in the PostgreSQL test server, dropped afterwards."""
     url = (
@@ -224,12 +223,12 @@ def ts_text(ts: pd.Timestamp, kind: str) -> object:
 def test_incremental_extract_reads_only_new_rows(db):
     db.load(hourly(range(60)), if_exists="replace")
     cfg = db.cfg(reread_window="2h")
-    first = extract_to_parquet(cfg, hour(59))
+    first = run_extract(cfg, hour(59))
     assert (first.mode, first.rows_read, first.rows) == ("full", 180, 180)
     assert first.watermark == hour(59).isoformat()
 
     db.load(hourly(range(60, 100)))
-    second = extract_to_parquet(cfg, hour(99))
+    second = run_extract(cfg, hour(99))
     # new rows (hours 60-99) plus the re-read window (hours 58-59), for 3 series
     assert (second.mode, second.rows_read, second.rows, second.series) == ("incremental", 3 * 42, 300, 3)
     assert second.watermark == hour(99).isoformat()
@@ -242,7 +241,7 @@ def test_late_rows_inside_the_window_are_picked_up_and_older_ones_are_not_reread
     frame = hourly(range(60))
     db.load(frame[~((frame["series_id"] == "s0") & (frame["ts"] == hour(56)))], if_exists="replace")
     cfg = db.cfg(reread_window="6h")
-    extract_to_parquet(cfg, hour(59))
+    run_extract(cfg, hour(59))
 
     db.load(hourly(range(56, 57), series=("s0",)))  # late row inside the window (hours 54-59)
     db.execute(
@@ -252,7 +251,7 @@ def test_late_rows_inside_the_window_are_picked_up_and_older_ones_are_not_reread
         "update {table} set value = -2 where series_id = 's1' and ts = :ts", ts=ts_text(hour(10), db.kind)
     )
     db.load(hourly(range(60, 62)))
-    result = extract_to_parquet(cfg, hour(61))
+    result = run_extract(cfg, hour(61))
     assert result.rows_read == 3 * 8  # hours 54-61
     out = read_sorted(result.path).set_index(["series_id", "ts"])["value"]
     assert out[("s0", hour(56))] == 56.0  # added
@@ -265,9 +264,9 @@ def test_repeated_runs_never_duplicate_rows(db):
     db.load(hourly(range(40)), if_exists="replace")
     cfg = db.cfg(reread_window="1D")
     for as_of in (hour(30), hour(30), hour(39), hour(39)):
-        result = extract_to_parquet(cfg, as_of)
+        result = run_extract(cfg, as_of)
     db.load(hourly(range(40, 50)))
-    result = extract_to_parquet(cfg, hour(49))
+    result = run_extract(cfg, hour(49))
     pd.testing.assert_frame_equal(read_sorted(result.path), hourly(range(50)), check_dtype=False)
     store = pd.read_parquet(Path(cfg.data.data_dir) / cfg.name / "store")
     assert len(store) == 150 and not store.duplicated(["series_id", "ts"]).any()
@@ -276,12 +275,12 @@ def test_repeated_runs_never_duplicate_rows(db):
 def test_backfill_before_the_watermark_reads_in_full_and_keeps_the_watermark(db):
     db.load(hourly(range(100)), if_exists="replace")
     cfg = db.cfg()
-    extract_to_parquet(cfg, hour(99))
-    backfill = extract_to_parquet(cfg, hour(30))
+    run_extract(cfg, hour(99))
+    backfill = run_extract(cfg, hour(30))
     assert (backfill.mode, backfill.rows_read, backfill.rows) == ("backfill", 3 * 31, 3 * 31)
     pd.testing.assert_frame_equal(read_sorted(backfill.path), hourly(range(31)), check_dtype=False)
     assert read_watermark(cfg).watermark == hour(99)
-    again = extract_to_parquet(cfg, hour(99))
+    again = run_extract(cfg, hour(99))
     assert again.mode == "incremental" and again.rows == 300
 
 
@@ -289,7 +288,7 @@ def test_not_incremental_reads_everything_every_time(db):
     db.load(hourly(range(50)), if_exists="replace")
     cfg = db.cfg(incremental=False)
     for _ in range(2):
-        result = extract_to_parquet(cfg, hour(49), chunk_rows=1_000)
+        result = run_extract(cfg, hour(49), chunk_rows=1_000)
         assert (result.mode, result.rows_read, result.rows) == ("full", 150, 150)
     assert read_watermark(cfg) is None
 
@@ -297,16 +296,16 @@ def test_not_incremental_reads_everything_every_time(db):
 def test_empty_source_is_named(db):
     db.load(hourly(range(1)).iloc[:0], if_exists="replace")
     with pytest.raises(ValueError) as err:
-        extract_to_parquet(db.cfg(), hour(10))
+        run_extract(db.cfg(), hour(10))
     assert str(err.value) == f"table {db.table!r} has no rows with 'ts' <= {hour(10).isoformat()}"
 
 
 def test_missing_table_and_column_are_named(db):
     db.load(hourly(range(3)), if_exists="replace")
     with pytest.raises(LookupError, match=rf"table 'nope_{db.table}' does not exist in {db.kind}"):
-        extract_to_parquet(db.cfg(table=f"nope_{db.table}"), hour(10))
+        run_extract(db.cfg(table=f"nope_{db.table}"), hour(10))
     with pytest.raises(LookupError) as err:
-        extract_to_parquet(db.cfg(target="valeu"), hour(10))
+        run_extract(db.cfg(target="valeu"), hour(10))
     assert str(err.value) == (
         f"table {db.table!r} has no column 'valeu' (configured as source.target); "
         "its columns are ['series_id', 'ts', 'value']"
@@ -318,12 +317,12 @@ def test_text_in_the_value_column_is_named(db):
     frame.loc[2, "value"] = "n/a"
     frame["value"] = frame["value"].astype(str)
     db.load(frame, if_exists="replace")
-    result = extract_to_parquet(db.cfg(), hour(4))
+    result = run_extract(db.cfg(), hour(4))
     assert result.non_numeric == {"value": 1}
     frame["value"] = "high"
     db.load(frame, if_exists="replace")
     with pytest.raises(TypeError) as err:
-        extract_to_parquet(db.cfg(incremental=False), hour(4))
+        run_extract(db.cfg(incremental=False), hour(4))
     assert (
         str(err.value) == f"table {db.table!r}: column 'value' holds no numeric values (first value: 'high')"
     )
@@ -333,7 +332,7 @@ def test_failing_query_carries_the_database_message(db):
     db.load(hourly(range(5)), if_exists="replace")
     cfg = db.cfg(table=None, query=f"select series_id, ts, value from {db.table} where nosuch > 0")
     with pytest.raises(SourceQueryError) as err:
-        extract_to_parquet(cfg, hour(4))
+        run_extract(cfg, hour(4))
     database = safe_url(db.url)
     message = "no such column: nosuch" if db.kind == "sqlite" else 'column "nosuch" does not exist'
     assert str(err.value) == f"reading the source query from {database} failed: {message}"
@@ -362,7 +361,7 @@ def test_postgres_wrong_column_type_is_named_before_anything_is_written(
     try:
         cfg = parse_config(sensor_config_dict(pg_url, tmp_path / "work", source={"table": table}))
         with pytest.raises(TypeError) as err:
-            extract_to_parquet(cfg, parse_as_of("2024-01-01"))
+            run_extract(cfg, parse_as_of("2024-01-01"))
         assert str(err.value) == (
             f"table {table!r}: column 'ts' has database type {shown}, not a timestamp (first value: {value})"
         )
@@ -384,12 +383,12 @@ def test_postgres_query_source_streams_in_batches_and_checks_types(pg_url, tmp_p
         cfg = parse_config(
             sensor_config_dict(pg_url, tmp_path / "work", source={"table": None, "query": query})
         )
-        result = extract_to_parquet(cfg, hour(1999), chunk_rows=1_000)
+        result = run_extract(cfg, hour(1999), chunk_rows=1_000)
         assert (result.rows_read, result.rows, result.series, result.non_numeric) == (40_000, 40_000, 20, {})
         wrong = {"table": None, "query": query, "target": "stamp"}
         bad = parse_config(sensor_config_dict(pg_url, tmp_path / "work2", source=wrong))
         with pytest.raises(TypeError) as err:
-            extract_to_parquet(bad, hour(1999), chunk_rows=1_000)
+            run_extract(bad, hour(1999), chunk_rows=1_000)
         assert str(err.value) == (
             "the source query: column 'stamp' has database type timestamp[us, tz=UTC], not a number "
             "(first value: 2024-01-30T00:00:00+00:00)"
@@ -412,7 +411,7 @@ def test_postgres_future_covariates_and_timestamp_types(pg_url, tmp_path):
                     "future_covariates": ["promo"]},
             data={"freq": "D", "season_length": 7}, forecast={"horizon": 5},
         ))  # fmt: skip
-        result = extract_to_parquet(cfg, parse_as_of("2024-03-20"))
+        result = run_extract(cfg, parse_as_of("2024-03-20"))
         out = pd.read_parquet(result.path)
         assert (result.rows, result.future_rows) == (20, 5)
         later = out[out["ts"] > parse_as_of("2024-03-20")]
@@ -426,7 +425,7 @@ def test_postgres_future_covariates_and_timestamp_types(pg_url, tmp_path):
 def test_a_failed_incremental_run_leaves_store_watermark_and_files_as_they_were(db, monkeypatch):
     db.load(hourly(range(60)), if_exists="replace")
     cfg = db.cfg()
-    first = extract_to_parquet(cfg, hour(59))
+    first = run_extract(cfg, hour(59))
     pipeline = Path(cfg.data.data_dir) / cfg.name
     before = {p: p.read_bytes() for p in pipeline.rglob("*") if p.is_file()}
     db.load(hourly(range(60, 70)))
@@ -434,9 +433,9 @@ def test_a_failed_incremental_run_leaves_store_watermark_and_files_as_they_were(
     def crash(self, table):
         raise OSError("disk full")
 
-    monkeypatch.setattr("tasks.extract._MonthFiles.write", crash)
+    monkeypatch.setattr("tasks.extract.store.MonthFiles.write", crash)
     with pytest.raises(OSError, match="disk full"):
-        extract_to_parquet(cfg, hour(69))
+        run_extract(cfg, hour(69))
     assert {p: p.read_bytes() for p in pipeline.rglob("*") if p.is_file()} == before
     assert read_watermark(cfg).watermark == hour(59)
     pd.testing.assert_frame_equal(read_sorted(first.path), hourly(range(60)), check_dtype=False)
@@ -446,17 +445,17 @@ def test_postgres_without_the_adbc_driver_reads_through_sqlalchemy_with_the_same
     pg_url, tmp_path, monkeypatch
 ):
     """A core install (no postgres extra) still reads PostgreSQL, in SQLAlchemy chunks, to the same data."""
-    import tasks.extract
+    import tasks.extract.stream
 
     table = f"readings_{uuid.uuid4().hex[:12]}"
     write_table(pg_url, table, hourly(range(300), series=("a", "b", "c")))
     try:
         cfg = parse_config(sensor_config_dict(pg_url, tmp_path / "adbc", source={"table": table}))
-        with_adbc = pd.read_parquet(extract_to_parquet(cfg, hour(250), chunk_rows=1_000).path)
-        assert tasks.extract.use_adbc(pg_url)
-        monkeypatch.setattr(tasks.extract, "use_adbc", lambda url: False)
+        with_adbc = pd.read_parquet(run_extract(cfg, hour(250), chunk_rows=1_000).path)
+        assert tasks.extract.stream.use_adbc(pg_url)
+        monkeypatch.setattr(tasks.extract.stream, "use_adbc", lambda url: False)
         cfg = parse_config(sensor_config_dict(pg_url, tmp_path / "plain", source={"table": table}))
-        without = pd.read_parquet(extract_to_parquet(cfg, hour(250), chunk_rows=1_000).path)
+        without = pd.read_parquet(run_extract(cfg, hour(250), chunk_rows=1_000).path)
         assert len(without) == 3 * 251
         key = ["series_id", "ts"]
         pd.testing.assert_frame_equal(
@@ -490,8 +489,8 @@ def test_text_repairs_made_while_reading_reach_the_quality_report_per_series(db)
     engine.dispose()
     cfg = db.cfg(reread_window="1h")
     as_of = hour(4)
-    extract_to_parquet(cfg, hour(1))  # the store first holds hours 0-1, then the rest is added
-    result = extract_to_parquet(cfg, as_of)
+    run_extract(cfg, hour(1))  # the store first holds hours 0-1, then the rest is added
+    result = run_extract(cfg, as_of)
     assert result.non_numeric == {"value": 2}  # read by this run; "?" at s1's hour 0 came with the first
     _, _, from_extract = clean_frame(pd.read_parquet(result.path), cfg, as_of)
     _, _, from_raw = clean_frame(frame, cfg, as_of)
@@ -516,7 +515,7 @@ def test_a_sqlite_datetime_column_is_marked_row_by_row(tmp_path):
         conn.execute(sa.text("insert into readings values ('a', :ts, 1.0)"), [{"ts": t} for t in stamps])
     engine.dispose()
     cfg = parse_config(sensor_config_dict(url, tmp_path / "work", data={"freq": "h"}))
-    result = extract_to_parquet(cfg, hour(3))
+    result = run_extract(cfg, hour(3))
     marks = pd.read_parquet(result.path).sort_values("ts")[ZONE_COLUMN].tolist()
     assert marks == [ZONE_UTC, ZONE_CONVERTED, ZONE_MISSING, ZONE_CONVERTED]
     _, _, quality = clean_frame(pd.read_parquet(result.path), cfg, hour(3))
@@ -528,15 +527,15 @@ def test_postgres_timestamptz_read_through_sqlalchemy_in_another_session_zone_ne
 ):
     """Without ADBC, psycopg shows timestamptz in the session's zone; extract reads in UTC, so an instant
     is never counted as converted, whatever zone the login or database defaults to."""
-    import tasks.extract
+    import tasks.extract.stream
 
     table = f"readings_{uuid.uuid4().hex[:12]}"
     write_table(pg_url, table, hourly(range(24), series=("a",)))
-    monkeypatch.setattr(tasks.extract, "use_adbc", lambda url: False)
+    monkeypatch.setattr(tasks.extract.stream, "use_adbc", lambda url: False)
     berlin = f"{pg_url}?options=-c%20TimeZone%3DEurope%2FBerlin"
     try:
         cfg = parse_config(sensor_config_dict(berlin, tmp_path / "work", source={"table": table}))
-        result = extract_to_parquet(cfg, hour(23))
+        result = run_extract(cfg, hour(23))
         frame = pd.read_parquet(result.path)
         assert frame["ts"].tolist() == list(pd.date_range(hour(0), hour(23), freq="h"))
         assert set(frame[ZONE_COLUMN]) == {ZONE_UTC}

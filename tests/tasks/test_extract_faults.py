@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 
-import tasks.extract
+import tasks.extract.stream
 from tasks.config import parse_config
 from tasks.db import is_transient, libpq_uri, safe_url
 from tasks.extract import extract, read_watermark
@@ -68,7 +68,7 @@ class KillOnFirstBatch:
 
     def __init__(self, url: str, table: str) -> None:
         self.url, self.table = url, table
-        self.real = tasks.extract._batch_to_table
+        self.real = tasks.extract.stream.batch_to_table
         self.calls = 0
         self.killed: list[int] = []
 
@@ -120,7 +120,7 @@ def test_connection_killed_mid_extract_is_retried_and_the_data_is_complete(
         assert read_watermark(cfg).watermark == first_as_of
 
     killer = KillOnFirstBatch(pg_url, big_table)
-    monkeypatch.setattr(tasks.extract, "_batch_to_table", killer)
+    monkeypatch.setattr(tasks.extract.stream, "batch_to_table", killer)
     state = extract(cfg, as_of.isoformat(), return_state=True)
 
     assert killer.killed, "the extract's COPY was never seen blocked on the client; nothing was killed"

@@ -4,8 +4,9 @@ import pytest
 
 from tasks.clean import clean
 from tasks.extract import extract, resolve_as_of
-from tasks.forecast import forecast, interval_columns
+from tasks.forecast import interval_columns
 from tasks.train import train
+from tests.helpers import forecast_all
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def test_interval_columns_pick_the_outermost_symmetric_pair():
 
 def test_lstm_forecast_has_ordered_intervals_and_uses_promotions(sales_cfg, cleaned):
     trained = train.fn(sales_cfg, cleaned.history_path)
-    result = forecast.fn(sales_cfg, trained.checkpoint_path, cleaned.history_path, cleaned.future_path)
+    result = forecast_all(sales_cfg, trained.checkpoint_path, cleaned)
     frame = pd.read_parquet(result.path)
     assert result.rows == len(frame) == 4 * 14 and result.interval == pytest.approx(0.8)
     assert list(frame.columns) == ["series_id", "ts", "yhat", "yhat_lower", "yhat_upper"]
@@ -34,10 +35,17 @@ def test_lstm_forecast_has_ordered_intervals_and_uses_promotions(sales_cfg, clea
 
 
 def test_seasonal_naive_forecast_repeats_the_last_week(sales_cfg, cleaned):
-    result = forecast.fn(sales_cfg, None, cleaned.history_path, cleaned.future_path)
+    result = forecast_all(sales_cfg, None, cleaned)
     frame = pd.read_parquet(result.path)
     history = pd.read_parquet(cleaned.history_path)
     for sid, fc in frame.groupby("series_id"):
         last_week = history[history["series_id"] == sid]["qty"].to_numpy()[-7:]
         np.testing.assert_allclose(fc["yhat"].to_numpy(), np.clip(np.tile(last_week, 2), 0, None))
         assert (fc["yhat_lower"] <= fc["yhat"]).all() and (fc["yhat"] <= fc["yhat_upper"]).all()
+
+
+def test_forecast_groups_merge_into_the_forecast_of_all_series_at_once(sales_cfg, cleaned):
+    whole = pd.read_parquet(forecast_all(sales_cfg, None, cleaned, groups=1).path)
+    merged = forecast_all(sales_cfg, None, cleaned, groups=3)
+    pd.testing.assert_frame_equal(pd.read_parquet(merged.path), whole)
+    assert merged.series == whole["series_id"].nunique() == 4 and merged.rows == len(whole)

@@ -11,9 +11,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-import tasks.publish
+import tasks.publish.copy
+import tasks.publish.transaction
 from tasks.db import is_transient
-from tasks.publish import build_run_record, forecast_table, partition_name, publish, write_forecasts
+from tasks.publish import publish, write_forecasts
+from tasks.publish.partitioned import partition_name
+from tasks.schemas import forecast_table
+from tasks.summary import build_run_record
 
 
 def forecasts(series=("a", "b"), horizon=3, as_of="2020-01-01 00:00", level=1.0) -> pd.DataFrame:
@@ -279,28 +283,28 @@ def test_existing_table_with_the_earlier_key_order_is_upserted(db, sensor_cfg):
 
 
 def fail_after(monkeypatch, step: str) -> None:
-    """`tasks.publish.<step>` does its work, then the connection is 'lost'."""
-    real = getattr(tasks.publish, step)
+    """`tasks.publish.transaction.<step>` does its work, then the connection is 'lost'."""
+    real = getattr(tasks.publish.transaction, step)
 
     def then_fail(*args, **kwargs):
         real(*args, **kwargs)
-        raise RuntimeError(f"connection lost after the {step.split('_')[0]}")
+        raise RuntimeError(f"connection lost after {step}")
 
-    monkeypatch.setattr(tasks.publish, step, then_fail)
+    monkeypatch.setattr(tasks.publish.transaction, step, then_fail)
 
 
 def test_failure_mid_publish_leaves_the_previous_rows_intact(db, sensor_cfg, monkeypatch):
     cfg = sensor_cfg()
     db.write(forecasts(series=("a", "b", "c")), record(cfg), quality())
     before, quality_before, runs_before = db.forecasts(), db.quality_rows(), db.runs_rows()
-    fail_after(monkeypatch, "upsert_forecasts")
-    with pytest.raises(RuntimeError, match="connection lost after the upsert"):
+    fail_after(monkeypatch, "write_forecast_rows")
+    with pytest.raises(RuntimeError, match="connection lost after write_forecast_rows"):
         db.write(forecasts(series=("a",), level=9.0), record(cfg, version="lstm-new"), quality(series=("a",)))
     pd.testing.assert_frame_equal(db.forecasts(), before)
     pd.testing.assert_frame_equal(db.quality_rows(), quality_before)
     pd.testing.assert_frame_equal(db.runs_rows(), runs_before)
     # the first publish of an as-of (plain insert from staging) rolls back the same way
-    with pytest.raises(RuntimeError, match="connection lost after the upsert"):
+    with pytest.raises(RuntimeError, match="connection lost after write_forecast_rows"):
         db.write(forecasts(as_of="2020-01-02"), record(cfg, as_of="2020-01-02"), quality())
     pd.testing.assert_frame_equal(db.forecasts(), before)
     pd.testing.assert_frame_equal(db.quality_rows(), quality_before)
@@ -606,7 +610,7 @@ class Hold:
 def hold_the_first(monkeypatch, until) -> Hold:
     """The first publish to have its forecasts in stays inside its transaction until `until(its backend
     pid)` is true (or 30 s)."""
-    real = tasks.publish.upsert_forecasts
+    real = tasks.publish.transaction.write_forecast_rows
     hold = Hold([], [])
 
     def hold_first(conn, *args, **kwargs):
@@ -620,7 +624,7 @@ def hold_the_first(monkeypatch, until) -> Hold:
                 time.sleep(0.02)
         return written
 
-    monkeypatch.setattr(tasks.publish, "upsert_forecasts", hold_first)
+    monkeypatch.setattr(tasks.publish.transaction, "write_forecast_rows", hold_first)
     return hold
 
 
@@ -746,7 +750,7 @@ def test_a_failure_after_the_swap_leaves_the_previous_partition(pg_db, sensor_cf
 @pytest.mark.postgres
 def test_partitions_are_loaded_by_insert_without_copy(pg_db, sensor_cfg, monkeypatch):
     """Without the postgres extra's COPY (pgpq), the partition's rows go in by executemany."""
-    monkeypatch.setattr(tasks.publish, "_psycopg_connection", lambda conn: None)
+    monkeypatch.setattr(tasks.publish.copy, "psycopg_connection", lambda conn: None)
     cfg = sensor_cfg()
     pg_db.write(forecasts(series=("a", "b")), record(cfg))
     result = pg_db.write(forecasts(series=("b",), level=3.0), record(cfg, version="lstm-def"))

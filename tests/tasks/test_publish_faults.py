@@ -11,8 +11,11 @@ import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 
 import tasks.publish
+import tasks.publish.transaction
 from tasks.config import PipelineConfig, parse_config
-from tasks.publish import forecast_table, publish, utc, write_forecasts
+from tasks.parsing import utc
+from tasks.publish import publish, write_forecasts
+from tasks.schemas import forecast_table
 from tests.conftest import sensor_config_dict
 from tests.tasks.test_publish import forecasts, quality, record
 
@@ -145,7 +148,7 @@ def test_connection_killed_inside_the_publish_transaction_is_retried_and_never_s
         new_run = record(cfg, AS_OF, version="lstm-new")
         fc_path, q_path = files(tmp_path, "new", forecasts(new_series, HORIZON, AS_OF, level=5.0), new_series)
 
-        real = tasks.publish.upsert_forecasts
+        real = tasks.publish.transaction.write_forecast_rows
         during: dict[str, object] = {}
 
         def upsert_then_kill(conn, *args, **kwargs):
@@ -163,7 +166,7 @@ def test_connection_killed_inside_the_publish_transaction_is_retried_and_never_s
                 )
             return written
 
-        monkeypatch.setattr(tasks.publish, "upsert_forecasts", upsert_then_kill)
+        monkeypatch.setattr(tasks.publish.transaction, "write_forecast_rows", upsert_then_kill)
         with Observer(pg_url, out.table) as observer:
             state = publish(cfg, fc_path, new_run, q_path, return_state=True)
 
@@ -211,7 +214,7 @@ def test_two_publishes_of_the_same_as_of_at_once_leave_one_run_s_rows(out, tmp_p
         name: forecasts(series, HORIZON, AS_OF, level=level) for name, level in (("one", 1.0), ("two", 7.0))
     }
     attempts = Attempts()
-    real_write, real_upsert = tasks.publish.write_forecasts, tasks.publish.upsert_forecasts
+    real_write, real_upsert = tasks.publish.write_forecasts, tasks.publish.transaction.write_forecast_rows
 
     def write(url, table, runs_name, frame, run, **kwargs):
         try:
@@ -236,20 +239,20 @@ def test_two_publishes_of_the_same_as_of_at_once_leave_one_run_s_rows(out, tmp_p
             return True
         return False
 
-    def upsert_and_hold(conn, table, stage, run, *args, **kwargs):
-        written = real_upsert(conn, table, stage, run, *args, **kwargs)
+    def upsert_and_hold(conn, table, frame, ctx, *args, **kwargs):
+        written = real_upsert(conn, table, frame, ctx, *args, **kwargs)
         if not held:
-            held.append(run.run_id)
+            held.append(ctx.run_id)
             pid = (
                 conn.execute(sa.select(sa.func.pg_backend_pid())).scalar() if out.kind == "postgres" else None
             )
             deadline = time.monotonic() + 30
-            while not other_is_waiting(run.run_id, pid) and time.monotonic() < deadline:
+            while not other_is_waiting(ctx.run_id, pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
         return written
 
     monkeypatch.setattr(tasks.publish, "write_forecasts", write)
-    monkeypatch.setattr(tasks.publish, "upsert_forecasts", upsert_and_hold)
+    monkeypatch.setattr(tasks.publish.transaction, "write_forecast_rows", upsert_and_hold)
     paths = {name: files(tmp_path, name, frames[name], series) for name in runs}
     start = threading.Barrier(2)
     states: dict[str, object] = {}

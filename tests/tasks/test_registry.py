@@ -9,19 +9,19 @@ import sqlalchemy as sa
 from tasks.clean import clean
 from tasks.config import parse_config
 from tasks.extract import extract
+from tasks.panel import load_panel
 from tasks.registry import (
     REUSE,
     WARM_START,
     ModelVersion,
-    challenge,
     config_hash,
     decide_plan,
     drift_score,
-    models_table,
-    plan_training_for,
+    run_plan_training,
+    run_register,
 )
-from tasks.train import train_model
-from tasks.validate import load_panel
+from tasks.schemas import models_table
+from tasks.train import run_train
 from tests.conftest import sensor_config_dict
 
 AS_OF = ["2016-07-10T00:00:00+00:00", "2016-07-12T00:00:00+00:00", "2016-07-14T00:00:00+00:00"]
@@ -80,16 +80,16 @@ def plan_for(cfg, champion):
 
 def test_a_challenger_replaces_the_champion_only_if_its_holdout_is_better(cfg, history):
     untrained = with_training(cfg, learning_rate=1e-9)
-    weak = train_model(untrained, history)
-    first = challenge(cfg, weak, plan_for(cfg, None), history, AS_OF[0], "run-1", {"lstm": {"mase": 2.0}})
+    weak = run_train(untrained, history)
+    first = run_register(cfg, weak, plan_for(cfg, None), history, AS_OF[0], "run-1", {"lstm": {"mase": 2.0}})
     assert first.promoted and first.version == weak.model_version and first.champion_mase is None
     assert (
         first.message
         == f"{weak.model_version} is the first champion (holdout MASE {first.challenger_mase:.4f})"
     )
 
-    strong = train_model(with_training(cfg, max_epochs=6, steps_per_epoch=20), history)
-    second = challenge(
+    strong = run_train(with_training(cfg, max_epochs=6, steps_per_epoch=20), history)
+    second = run_register(
         cfg,
         strong,
         plan_for(cfg, version(weak, AS_OF[0])),
@@ -103,14 +103,14 @@ def test_a_challenger_replaces_the_champion_only_if_its_holdout_is_better(cfg, h
     assert second.message.startswith(f"challenger {strong.model_version} (holdout MASE")
     assert f"beats champion {weak.model_version}" in second.message
 
-    weak_again = train_model(with_training(untrained, seed=7), history)
-    third = challenge(
+    weak_again = run_train(with_training(untrained, seed=7), history)
+    third = run_register(
         cfg, weak_again, plan_for(cfg, version(strong, AS_OF[1])), history, AS_OF[2], "run-3", {}
     )
     assert not third.promoted and third.version == strong.model_version
     assert third.checkpoint_path == strong.checkpoint_path  # the champion keeps forecasting
     assert f"does not beat champion {strong.model_version}" in third.message
-    again = challenge(
+    again = run_register(
         cfg, weak_again, plan_for(cfg, version(strong, AS_OF[1])), history, AS_OF[2], "run-3", {}
     )
     assert again == third  # a re-run reaches the same decision without a second row
@@ -136,7 +136,7 @@ def test_the_registry_records_a_fit_the_time_cap_stopped_also_in_a_table_made_be
           for c in full.columns if c.name != "stopped_reason"),
         schema=full.schema,
     )  # fmt: skip
-    old = train_model(cfg, history)  # a champion the older release registered, without the column
+    old = run_train(cfg, history)  # a champion the older release registered, without the column
     engine = sa.create_engine(cfg.output.url)
     with engine.begin() as conn:
         older.create(conn)
@@ -147,13 +147,13 @@ def test_the_registry_records_a_fit_the_time_cap_stopped_also_in_a_table_made_be
             promoted_at=pd.Timestamp(AS_OF[0]).to_pydatetime(), run_id="run-0",
         ))  # fmt: skip
     engine.dispose()
-    plan = plan_training_for(cfg, history, AS_OF[1])  # reads the older table as it is
+    plan = run_plan_training(cfg, history, AS_OF[1])  # reads the older table as it is
     assert plan.champion is not None and plan.champion.version == old.model_version
-    capped = train_model(with_training(cfg, time_budget_s=1e-6, max_epochs=50), history)
+    capped = run_train(with_training(cfg, time_budget_s=1e-6, max_epochs=50), history)
     assert capped.stopped_reason == "time_budget"
-    challenge(cfg, capped, plan, history, AS_OF[1], "run-1", {})
-    normal = train_model(with_training(cfg, seed=3), history)
-    challenge(cfg, normal, plan_for(cfg, version(capped, AS_OF[1])), history, AS_OF[2], "run-2", {})
+    run_register(cfg, capped, plan, history, AS_OF[1], "run-1", {})
+    normal = run_train(with_training(cfg, seed=3), history)
+    run_register(cfg, normal, plan_for(cfg, version(capped, AS_OF[1])), history, AS_OF[2], "run-2", {})
     rows = registry_rows(cfg)
     assert pd.isna(rows.loc[old.model_version, "stopped_reason"])  # not recorded then
     assert rows.loc[capped.model_version, "stopped_reason"] == "time_budget"
@@ -165,18 +165,20 @@ def test_a_registry_table_missing_other_columns_is_refused_by_name(cfg, history)
     with engine.begin() as conn:
         conn.execute(sa.text(f'create table "{cfg.registry.table}" (pipeline text, version text)'))
     engine.dispose()
-    trained = train_model(cfg, history)
+    trained = run_train(cfg, history)
     with pytest.raises(LookupError) as exc:
-        challenge(cfg, trained, plan_for(cfg, None), history, AS_OF[0], "run-1", {})
+        run_register(cfg, trained, plan_for(cfg, None), history, AS_OF[0], "run-1", {})
     assert str(exc.value).startswith(
         f"registry table '{cfg.registry.table}' exists but lacks columns ['created_at', 'as_of', 'kind',"
     )
 
 
 def test_a_fine_tune_that_gives_back_the_champion_keeps_it_without_a_new_row(cfg, history):
-    trained = train_model(cfg, history)
-    challenge(cfg, trained, plan_for(cfg, None), history, AS_OF[0], "run-1", {})
-    again = challenge(cfg, trained, plan_for(cfg, version(trained, AS_OF[0])), history, AS_OF[1], "run-2", {})
+    trained = run_train(cfg, history)
+    run_register(cfg, trained, plan_for(cfg, None), history, AS_OF[0], "run-1", {})
+    again = run_register(
+        cfg, trained, plan_for(cfg, version(trained, AS_OF[0])), history, AS_OF[1], "run-2", {}
+    )
     assert not again.promoted and again.version == trained.model_version
     assert again.message == (
         f"fine-tuning kept champion {trained.model_version} unchanged: no epoch beat it on validation"
@@ -185,37 +187,37 @@ def test_a_fine_tune_that_gives_back_the_champion_keeps_it_without_a_new_row(cfg
 
 
 def test_plan_follows_the_policy_from_what_the_registry_holds(cfg, history):
-    assert plan_training_for(cfg, history, AS_OF[0]).reason == "no champion yet"
-    trained = train_model(cfg, history)
-    challenge(cfg, trained, plan_for(cfg, None), history, AS_OF[0], "run-1", {})
+    assert run_plan_training(cfg, history, AS_OF[0]).reason == "no champion yet"
+    trained = run_train(cfg, history)
+    run_register(cfg, trained, plan_for(cfg, None), history, AS_OF[0], "run-1", {})
 
     every3 = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"retrain_every": 3})})
-    plan = plan_training_for(every3, history, AS_OF[1])
+    plan = run_plan_training(every3, history, AS_OF[1])
     assert plan.action == WARM_START and plan.champion.version == trained.model_version
     assert plan.reason.startswith(
         f"champion {trained.model_version}: run 1 of 3 before the next full training"
     )
     # the same as-of again plans as the first attempt did, even once its own model is champion
-    assert plan_training_for(every3, history, AS_OF[0]).reason == "no champion yet"
+    assert run_plan_training(every3, history, AS_OF[0]).reason == "no champion yet"
 
     reuse = every3.model_copy(update={"registry": every3.registry.model_copy(update={"between": "reuse"})})
-    assert plan_training_for(reuse, history, AS_OF[1]).action == REUSE
-    assert plan_training_for(cfg, history, AS_OF[1]).reason == (
+    assert run_plan_training(reuse, history, AS_OF[1]).action == REUSE
+    assert run_plan_training(cfg, history, AS_OF[1]).reason == (
         "1 runs since the last full training (registry.retrain_every = 1)"
     )
     wider = every3.model_copy(update={"model": every3.model.model_copy(update={"hidden_size": 16})})
-    assert plan_training_for(wider, history, AS_OF[1]).reason == (
+    assert run_plan_training(wider, history, AS_OF[1]).reason == (
         f"the model settings changed since champion {trained.model_version}"
     )
     Path(trained.checkpoint_path).unlink()
-    assert plan_training_for(every3, history, AS_OF[1]).reason == (
+    assert run_plan_training(every3, history, AS_OF[1]).reason == (
         f"champion {trained.model_version} cannot be reused: "
         f"its checkpoint {trained.checkpoint_path} is missing"
     )
 
 
 def test_drift_is_measured_in_the_champion_scaler_units(cfg, history):
-    trained = train_model(cfg, history)
+    trained = run_train(cfg, history)
     from lstm_model.checkpoint import load_checkpoint
 
     model, panel = load_checkpoint(trained.checkpoint_path), load_panel(cfg, history)
@@ -242,6 +244,6 @@ def test_decide_plan_retrains_on_drift_and_counts_runs():
 
 
 def test_the_same_model_trained_twice_is_the_same_version(cfg, history):
-    first, second = train_model(cfg, history), train_model(cfg, history)
+    first, second = run_train(cfg, history), run_train(cfg, history)
     assert first.model_version == second.model_version and first.checkpoint_path == second.checkpoint_path
-    assert train_model(with_training(cfg, seed=3), history).model_version != first.model_version
+    assert run_train(with_training(cfg, seed=3), history).model_version != first.model_version

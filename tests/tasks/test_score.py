@@ -12,8 +12,9 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 from prefect.client.schemas.sorting import ArtifactSort
 
 from lstm_model.metrics import mase
-from tasks.publish import build_run_record, write_forecasts
+from tasks.publish import write_forecasts
 from tasks.score import accuracy_artifact_rows, insample_scales, score, score_forecasts
+from tasks.summary import build_run_record
 
 START = pd.Timestamp("2020-01-01 00:00", tz="UTC")
 # Hourly actuals 00:00..07:00. Lag-2 differences of a: 2, 2, 4, 4, 2, 2, so its seasonal-naive scale is 2

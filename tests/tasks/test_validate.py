@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.validate import best_baseline, decide_gate, future_names, load_panel, with_calendar
+from tasks.panel import future_names, load_panel, with_calendar
+from tasks.validate import best_baseline, decide_gate
 
 BASELINES_ = {"seasonal_naive": {"mase": 1.0}, "naive": {"mase": 1.2}, "recent_median": {"mase": 0.9},
               "seasonal_mean": {"mase": 0.95}}  # fmt: skip
