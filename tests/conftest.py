@@ -7,8 +7,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -16,8 +14,15 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # cached task results of the session's runs stay out of the user's ~/.prefect
 os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", tempfile.mkdtemp(prefix="lstmcast-test-results-"))
 
-from lstmcast.demo import sales_frame, sensor_frame  # noqa: E402
 from tasks.config import PipelineConfig, parse_config  # noqa: E402
+from tests.helpers import (
+    TINY_MODEL,
+    TINY_TRAINING,
+    sales_slice,
+    sensor_config_dict,
+    sensor_slice,
+    write_table,
+)  # noqa: E402
 
 PG_URL = os.environ.get("LSTMCAST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 # The PostgreSQL tests are skipped where no server answers, except in CI: a skipped PostgreSQL test
@@ -43,76 +48,6 @@ def prefect_server():
 def _no_source_env(monkeypatch):
     monkeypatch.delenv("LSTMCAST_SOURCE_URL", raising=False)
     monkeypatch.delenv("LSTMCAST_OUTPUT_URL", raising=False)
-
-
-def sensor_slice(hours: int = 400, sensors: tuple[str, ...] = ("OT", "HUFL", "HULL")) -> pd.DataFrame:
-    """The first `hours` of a few ETTh1 sensors (CC BY-ND 4.0, Zhou et al. 2021), long format."""
-    frame = sensor_frame()
-    frame = frame[frame["series_id"].isin(sensors)]
-    return frame.groupby("series_id").head(hours).reset_index(drop=True)
-
-
-def sales_slice(
-    days: int = 200, products: tuple[str, ...] = ("B1_1", "B1_2", "B2_1", "B3_1")
-) -> pd.DataFrame:
-    """The first `days` of a few pasta products (Mancuso et al. 2021), long format with promotion flags."""
-    frame = sales_frame()
-    frame = frame[frame["product"].isin(products)]
-    return frame.groupby("product").head(days).reset_index(drop=True)
-
-
-def write_table(url: str, table: str, frame: pd.DataFrame) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        frame.to_sql(table, conn, if_exists="replace", index=False)
-    engine.dispose()
-
-
-TINY_MODEL = {"hidden_size": 8, "num_layers": 2, "dropout": 0.1}
-TINY_TRAINING = {
-    "max_epochs": 2,
-    "steps_per_epoch": 3,
-    "batch_size": 16,
-    "patience": 2,
-    "seed": 0,
-    "device": "cpu",
-    "threads": 1,  # tiny models gain nothing from more threads, and tests share the machine
-}
-
-
-def sensor_config_dict(url: str, data_dir: Path, **overrides) -> dict:
-    cfg = {
-        "name": "sensors",
-        "source": {
-            "url": url,
-            "table": "readings",
-            "series_id": "series_id",
-            "timestamp": "ts",
-            "target": "value",
-        },
-        "data": {"freq": "h", "season_length": 24, "max_gap": 6, "data_dir": str(data_dir)},
-        # The tiny model's backtest decides nothing here; tests of the gate set it explicitly.
-        "forecast": {"horizon": 12, "lookback": 24, "folds": 2, "gate": "off"},
-        "model": dict(TINY_MODEL),
-        "training": dict(TINY_TRAINING),
-        "output": {"url": url, "table": "forecasts"},
-    }
-    for section, values in overrides.items():
-        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
-    return cfg
-
-
-def seasonal_frame(series: int = 3, hours: int = 400, seed: int = 0) -> pd.DataFrame:
-    """Series that repeat a fixed random daily pattern exactly, plus 1e-3 noise: seasonal naive is
-    all but perfect, and a model trained for a few steps cannot come close."""
-    rng = np.random.default_rng(seed)
-    ts = pd.date_range("2020-01-01", periods=hours, freq="h", tz="UTC")
-    parts = []
-    for i in range(series):
-        pattern = rng.normal(0.0, 5.0, 24)
-        value = 50.0 + np.tile(pattern, hours // 24 + 1)[:hours] + rng.normal(0.0, 1e-3, hours)
-        parts.append(pd.DataFrame({"series_id": f"s{i}", "ts": ts, "value": value}))
-    return pd.concat(parts, ignore_index=True)
 
 
 @pytest.fixture

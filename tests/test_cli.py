@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 from lstmcast.cli import app
 from lstmcast.demo import DEMO_RUNS, build_demo_db, demo_file
 from tasks.config import load_config
-from tests.conftest import sensor_config_dict
+from tests.helpers import sensor_config_dict
 
 runner = CliRunner()
 

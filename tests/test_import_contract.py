@@ -124,3 +124,26 @@ def test_every_task_and_flow_says_what_it_does_in_one_line():
     assert len(found) >= 15
     bad = [f"{p.relative_to(ROOT)}: {name}" for p, name, doc in found if not doc or "\n" in doc.strip()]
     assert bad == []
+
+
+def test_each_task_wraps_the_plain_function_named_after_it():
+    """A `@task` named `x` in tasks/ returns `run_x(...)`: tests and the CLI call `run_x` without Prefect."""
+    wrong = []
+    for path in (ROOT / "tasks").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef) or not any(
+                isinstance(d.func if isinstance(d, ast.Call) else d, ast.Name)
+                and (d.func if isinstance(d, ast.Call) else d).id == "task"
+                for d in node.decorator_list
+            ):
+                continue
+            last = node.body[-1]
+            called = (
+                last.value.func.id
+                if isinstance(last, ast.Return) and isinstance(last.value, ast.Call)
+                else None
+            )
+            if called != f"run_{node.name}":
+                wrong.append(f"{path.relative_to(ROOT)}: {node.name} returns {called}")
+    assert wrong == []

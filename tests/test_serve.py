@@ -19,7 +19,7 @@ from prefect.client.schemas.sorting import ArtifactSort
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from tests.conftest import sensor_config_dict
+from tests.helpers import sensor_config_dict
 
 # Artifact keys every nightly run of pipeline "sensors" leaves; extend as the flow publishes more.
 EXPECTED_ARTIFACTS = {

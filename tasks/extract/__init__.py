@@ -99,12 +99,15 @@ def run_extract(cfg: PipelineConfig, as_of: pd.Timestamp, *, chunk_rows: int | N
     )
 
 
+def run_resolve_as_of(cfg: PipelineConfig, as_of: str | None) -> str:
+    when = parse_as_of(as_of) if as_of is not None else last_timestamp(cfg.source.url, cfg.source)
+    return when.isoformat()
+
+
 @task(**DB_RETRIES)
 def resolve_as_of(cfg: PipelineConfig, as_of: str | None) -> str:
-    """The run's as-of timestamp in UTC ISO format: the given one, or the source's last timestamp."""
-    return (
-        parse_as_of(as_of) if as_of is not None else last_timestamp(cfg.source.url, cfg.source)
-    ).isoformat()
+    """The run's as-of in UTC ISO format: the given one, or the source's last timestamp."""
+    return run_resolve_as_of(cfg, as_of)
 
 
 @task(**DB_RETRIES)

@@ -11,12 +11,12 @@ import tomli_w
 from prefect.client.orchestration import get_client
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from flows.backfill import BackfillFailed, backfill_dates, backfill_forecasts, date_runner
+from flows.backfill import BackfillFailed, backfill_dates, backfill_forecasts, date_runner, future_outcome
 from tasks.config import load_config
 from tasks.extract import STORE_DIR, WATERMARK_FILE, run_extract
 from tasks.files import pipeline_dir, run_dir
 from tasks.parsing import parse_as_of
-from tests.conftest import sensor_config_dict, sensor_slice, write_table
+from tests.helpers import sensor_config_dict, sensor_slice, write_table
 
 DAYS = ["2016-07-14T00:00:00+00:00", "2016-07-15T00:00:00+00:00", "2016-07-16T00:00:00+00:00"]
 KEY = ["pipeline", "as_of", "series_id", "ts"]
@@ -203,3 +203,24 @@ def test_dates_follow_the_every_grid():
     assert len(backfill_dates("2016-07-14", "2016-07-15", "6h")) == 5
     assert len(backfill_dates("2016-07-14", "2016-07-28", "1 days")) == 15
     assert [d.day for d in backfill_dates("2016-05-15", "2016-08-15", "MS")] == [1, 1, 1]
+
+
+class DeadFuture:
+    """A date's future whose wait raises, as one does when its worker process died."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def wait(self) -> None:
+        raise self.exc
+
+
+def test_a_date_whose_worker_died_is_reported_crashed_and_any_other_error_is_raised():
+    from concurrent.futures.process import BrokenProcessPool
+
+    died = BrokenProcessPool("A process in the process pool was terminated abruptly")
+    outcome = future_outcome("2016-07-14T00:00:00+00:00", DeadFuture(died))
+    assert (outcome["status"], outcome["rows_published"]) == ("Crashed", 0)
+    assert outcome["error"] == "BrokenProcessPool: A process in the process pool was terminated abruptly"
+    with pytest.raises(KeyError, match="'a bug'"):
+        future_outcome("2016-07-14T00:00:00+00:00", DeadFuture(KeyError("a bug")))

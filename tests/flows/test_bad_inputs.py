@@ -41,8 +41,7 @@ from tasks.files import pipeline_dir, run_dir
 from tasks.publish import run_publish
 from tasks.schemas import forecast_table, quality_table, runs_table
 from tasks.summary import build_run_record
-from tests.conftest import sensor_config_dict, sensor_slice, write_table
-from tests.helpers import forecast_all
+from tests.helpers import forecast_all, sensor_config_dict, sensor_slice, write_table
 
 HOURS = 96  # 2016-07-01 00:00 to 2016-07-04 23:00 of three ETTh1 sensors
 AS_OF = "2016-07-04 23:00"

@@ -17,8 +17,8 @@ import tomli_w
 
 import flows.nightly
 from flows.nightly import nightly_forecast
-from tests.conftest import sensor_config_dict, sensor_slice, write_table
 from tests.flows.test_nightly import task_runs
+from tests.helpers import sensor_config_dict, sensor_slice, write_table
 
 AS_OF = "2016-07-15 00:00"
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import tomli_w
 from sqlalchemy.engine import make_url
 
 from flows.nightly import nightly_forecast
-from tests.conftest import sensor_config_dict, sensor_slice, write_table
+from tests.helpers import sensor_config_dict, sensor_slice, write_table
 
 pytestmark = pytest.mark.postgres
 

@@ -16,7 +16,7 @@ from prefect.client.schemas.sorting import TaskRunSort
 import tasks.publish
 from flows.nightly import FALLBACK, GATE_FAILED, nightly_forecast
 from tasks.validate import GateFailed
-from tests.conftest import seasonal_frame, sensor_config_dict, write_table
+from tests.helpers import seasonal_frame, sensor_config_dict, write_table
 
 STAGES = {
     "resolve_as_of", "extract", "clean", "folds", "backtest_fold", "summarize_backtest", "gate",

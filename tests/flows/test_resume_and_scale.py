@@ -9,8 +9,8 @@ import tasks.publish
 import tasks.train
 from flows.nightly import nightly_flow, nightly_forecast
 from tasks.config import load_config
-from tests.conftest import sensor_config_dict
 from tests.flows.test_nightly import task_runs
+from tests.helpers import sensor_config_dict
 
 AS_OF = "2016-07-15 00:00"
 

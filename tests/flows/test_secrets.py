@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from flows.nightly import nightly_forecast
 from tasks.config import ConfigError, load_config
-from tests.conftest import sensor_config_dict, sensor_slice, write_table
+from tests.helpers import sensor_config_dict, sensor_slice, write_table
 
 PASSWORD = (
     "Known-Pa55-" + uuid.uuid4().hex[:8]

@@ -8,8 +8,8 @@ import tomli_w
 import tasks.train
 from flows.nightly import FALLBACK, nightly_forecast
 from lstm_model.model import LSTMForecaster
-from tests.conftest import sensor_config_dict
 from tests.flows.test_nightly import task_runs
+from tests.helpers import sensor_config_dict
 
 AS_OF = "2016-07-15 00:00"
 

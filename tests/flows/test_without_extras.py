@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import tomli_w
 from prefect.settings import PREFECT_API_URL
 
-from tests.conftest import sensor_config_dict
+from tests.helpers import sensor_config_dict
 
 # The packages the `postgres` extra installs; None in sys.modules makes their import raise ImportError.
 POSTGRES_EXTRA = ("psycopg", "pgpq", "adbc_driver_manager", "adbc_driver_postgresql")

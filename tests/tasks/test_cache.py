@@ -25,7 +25,7 @@ from tasks.cache import (
     table_digest,
 )
 from tasks.config import parse_config
-from tests.conftest import sensor_config_dict
+from tests.helpers import sensor_config_dict
 
 
 @pytest.fixture(autouse=True)

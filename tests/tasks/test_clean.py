@@ -5,7 +5,7 @@ import pytest
 from tasks.clean import clean, clean_frame, impute
 from tasks.extract import run_extract
 from tasks.parsing import parse_as_of
-from tests.conftest import write_table
+from tests.helpers import write_table
 
 
 def hourly(series: str, start: str, values, ts=None) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from tasks.clean import MAD_SCALE, clean_frame
 from tasks.config import PipelineConfig, parse_config
-from tests.conftest import sensor_config_dict
+from tests.helpers import sensor_config_dict
 
 START = pd.Timestamp("2020-01-01", tz="UTC")
 HOUR = pd.Timedelta(hours=1)

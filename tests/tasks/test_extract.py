@@ -1,3 +1,4 @@
+import logging
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +23,7 @@ from tasks.extract import (
 from tasks.extract.store import _split_by_month
 from tasks.extract.stream import _within
 from tasks.parsing import MARK_COLUMNS, ZONE_COLUMN, ZONE_CONVERTED, ZONE_MISSING, ZONE_UTC, parse_as_of
-from tests.conftest import sensor_config_dict, sensor_slice, write_table
+from tests.helpers import sensor_config_dict, sensor_slice, write_table
 
 
 def test_extract_keeps_only_rows_known_at_as_of(sensor_cfg):
@@ -539,6 +540,33 @@ def test_postgres_timestamptz_read_through_sqlalchemy_in_another_session_zone_ne
         frame = pd.read_parquet(result.path)
         assert frame["ts"].tolist() == list(pd.date_range(hour(0), hour(23), freq="h"))
         assert set(frame[ZONE_COLUMN]) == {ZONE_UTC}
+    finally:
+        with sa.create_engine(pg_url).begin() as conn:
+            conn.execute(sa.text(f'drop table "{table}"'))
+
+
+@pytest.mark.postgres
+def test_postgres_without_the_adbc_driver_is_read_through_sqlalchemy_and_says_so_once(
+    pg_url, tmp_path, monkeypatch, caplog
+):
+    import tasks._log
+    import tasks.extract.stream
+
+    table = f"readings_{uuid.uuid4().hex[:12]}"
+    write_table(pg_url, table, hourly(range(24), series=("a", "b")))
+    monkeypatch.setattr(tasks.extract.stream, "use_adbc", lambda url: False)
+    monkeypatch.setattr(tasks._log, "_warned", set())
+    try:
+        cfg = parse_config(sensor_config_dict(pg_url, tmp_path / "work", source={"table": table}))
+        with caplog.at_level(logging.WARNING, logger="lstmcast"):
+            first = run_extract(cfg, hour(12))
+            second = run_extract(cfg, hour(23))
+        assert (first.rows, second.rows) == (26, 48)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == [
+            f"no ADBC PostgreSQL driver: reading table {table!r} through SQLAlchemy, which is slower; "
+            "pip install 'lstmcast[postgres]'"
+        ]
     finally:
         with sa.create_engine(pg_url).begin() as conn:
             conn.execute(sa.text(f'drop table "{table}"'))

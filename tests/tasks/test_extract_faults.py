@@ -15,7 +15,7 @@ from tasks.config import parse_config
 from tasks.db import is_transient, libpq_uri, safe_url
 from tasks.extract import extract, read_watermark
 from tasks.parsing import MARK_COLUMNS
-from tests.conftest import sensor_config_dict
+from tests.helpers import sensor_config_dict
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Logger 'prefect.task_runs' attempted to send logs:UserWarning"

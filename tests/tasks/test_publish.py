@@ -1,6 +1,8 @@
 import dataclasses
 import hashlib
 import json
+import logging
+import sys
 import threading
 import time
 import uuid
@@ -11,6 +13,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+import tasks._log
 import tasks.publish.copy
 import tasks.publish.transaction
 from tasks.db import is_transient
@@ -739,7 +742,7 @@ def test_a_failure_after_the_swap_leaves_the_previous_partition(pg_db, sensor_cf
     pg_db.write(forecasts(series=("a", "b")), record(cfg), quality())
     before, parts = pg_db.forecasts(), partitions(pg_db.url, pg_db.table)
     fail_after(monkeypatch, "swap_partition")
-    with pytest.raises(RuntimeError, match="connection lost after the swap"):
+    with pytest.raises(RuntimeError, match="connection lost after swap_partition"):
         pg_db.write(forecasts(series=("c",), level=9.0), record(cfg, version="lstm-new"), quality())
     pd.testing.assert_frame_equal(pg_db.forecasts(), before)
     assert partitions(pg_db.url, pg_db.table) == parts
@@ -748,12 +751,20 @@ def test_a_failure_after_the_swap_leaves_the_previous_partition(pg_db, sensor_cf
 
 
 @pytest.mark.postgres
-def test_partitions_are_loaded_by_insert_without_copy(pg_db, sensor_cfg, monkeypatch):
-    """Without the postgres extra's COPY (pgpq), the partition's rows go in by executemany."""
-    monkeypatch.setattr(tasks.publish.copy, "psycopg_connection", lambda conn: None)
+def test_partitions_are_loaded_by_insert_without_copy(pg_db, sensor_cfg, monkeypatch, caplog):
+    """Without the postgres extra's COPY encoder (pgpq), the partition's rows go in by executemany, and
+    the run's log says so once."""
+    monkeypatch.setitem(sys.modules, "pgpq", None)  # its import now fails, as without the extra
+    monkeypatch.setattr(tasks._log, "_warned", set())
     cfg = sensor_cfg()
-    pg_db.write(forecasts(series=("a", "b")), record(cfg))
-    result = pg_db.write(forecasts(series=("b",), level=3.0), record(cfg, version="lstm-def"))
+    with caplog.at_level(logging.WARNING, logger="lstmcast"):
+        pg_db.write(forecasts(series=("a", "b")), record(cfg))
+        result = pg_db.write(forecasts(series=("b",), level=3.0), record(cfg, version="lstm-def"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "no binary COPY (import of pgpq halted; None in sys.modules): forecasts are written with "
+        "executemany, which is slower; pip install 'lstmcast[postgres]'"
+    ]
     assert (result.rows, result.replaced, result.written) == (3, 6, 3)
     rows = pg_db.forecasts()
     assert set(rows["series_id"]) == {"b"} and rows["yhat"].tolist() == [3.0, 3.1, 3.2]

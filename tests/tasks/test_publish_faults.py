@@ -16,7 +16,7 @@ from tasks.config import PipelineConfig, parse_config
 from tasks.parsing import utc
 from tasks.publish import publish, write_forecasts
 from tasks.schemas import forecast_table
-from tests.conftest import sensor_config_dict
+from tests.helpers import sensor_config_dict
 from tests.tasks.test_publish import forecasts, quality, record
 
 pytestmark = pytest.mark.filterwarnings(

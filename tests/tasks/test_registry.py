@@ -22,7 +22,7 @@ from tasks.registry import (
 )
 from tasks.schemas import models_table
 from tasks.train import run_train
-from tests.conftest import sensor_config_dict
+from tests.helpers import sensor_config_dict
 
 AS_OF = ["2016-07-10T00:00:00+00:00", "2016-07-12T00:00:00+00:00", "2016-07-14T00:00:00+00:00"]
 

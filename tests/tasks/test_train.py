@@ -16,7 +16,7 @@ from tasks.config import parse_config
 from tasks.extract import extract
 from tasks.forecast import forecast_series
 from tasks.train import reproducibility, train
-from tests.conftest import sensor_config_dict
+from tests.helpers import sensor_config_dict
 
 
 def test_training_logs_every_epoch_with_losses_and_learning_rate(sensor_cfg, caplog):
