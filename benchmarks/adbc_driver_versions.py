@@ -6,7 +6,7 @@ missing) with the extract's bounded SELECT and discards the batches. The release
 times, so the machine's drift hits all of them alike; the child's CPU time is the driver's decode (plus
 libpq), the wall time also waits for the server.
 
-Run: .venv/bin/python benchmarks/adbc_driver_versions.py [--versions 1.8.0 1.13.0] [--rounds 5]
+Run: .venv/bin/python -m benchmarks.adbc_driver_versions [--versions 1.8.0 1.13.0] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from bench_data_layer import BOUNDED_SELECT, DEFAULT_URL, ROWS, build_table  # noqa: E402
+from benchmarks.bench_data_layer import BOUNDED_SELECT, ROWS, build_table
+from benchmarks.common import ROOT, pg_url, run_module
 
 CACHE = ROOT / ".bench-cache"
 
@@ -57,9 +55,7 @@ def child(uri: str) -> None:
 
 def run(target: Path, uri: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", uri], capture_output=True, text=True, env=env, check=True
-    )
+    out = run_module(__spec__.name, "--child", uri, env=env, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["rows"] == ROWS, got
     assert Path(got["from"]).parent == target, got  # the release under test, not the installed one
@@ -68,7 +64,7 @@ def run(target: Path, uri: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=DEFAULT_URL, help="SQLAlchemy URL of the PostgreSQL database")
+    parser.add_argument("--url", default=pg_url(), help="SQLAlchemy URL of the PostgreSQL database")
     parser.add_argument("--versions", nargs="+", default=["1.8.0", "1.13.0"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--child", help=argparse.SUPPRESS)

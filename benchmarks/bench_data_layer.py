@@ -27,7 +27,8 @@ value new, against `DataFrame.to_sql` (default method).
 
 Targets (issue 4): extract >= 10x read_sql, >= 80% of the COPY rate, peak RSS <= 1 GB; publish >= 10x to_sql.
 
-Run: .venv/bin/python benchmarks/bench_data_layer.py [--url postgresql+psycopg://...] [--only extract|publish]
+Run: .venv/bin/python -m benchmarks.bench_data_layer [--url postgresql+psycopg://...] [--only extract|publish]
+(default URL: $LSTMCAST_BENCH_PG_URL, else the local test database)
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import resource
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -49,10 +49,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import libpq_url, peak_rss_mib, pg_url, run_module
 
-DEFAULT_URL = os.environ.get("LSTMCAST_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TABLE = "bench_readings"
 SERIES, STEPS = 1_000, 5_000
 ROWS = SERIES * STEPS
@@ -104,7 +102,8 @@ def read_lstmcast(url: str) -> tuple[int, float, float]:
     import psycopg  # noqa: F401
 
     from tasks.config import parse_config
-    from tasks.extract import extract_to_parquet, parse_as_of
+    from tasks.extract import run_extract
+    from tasks.parsing import parse_as_of
 
     work = Path(tempfile.mkdtemp(prefix="bench_extract_"))
     try:
@@ -119,7 +118,7 @@ def read_lstmcast(url: str) -> tuple[int, float, float]:
         )
         as_of = parse_as_of(LAST)
         started, cpu = time.perf_counter(), time.process_time()
-        result = extract_to_parquet(cfg, as_of)
+        result = run_extract(cfg, as_of)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         assert result.rows == ROWS and result.series == SERIES, result
         return result.rows_read, seconds, cpu
@@ -172,9 +171,7 @@ READERS: dict[str, Reader] = {"lstmcast": read_lstmcast, "read_sql": read_pandas
 
 
 def run_child(name: str, url: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--url", url, "--child", name], capture_output=True, text=True, check=False
-    )
+    out = run_module(__spec__.name, "--url", url, "--child", name)
     if out.returncode != 0:
         raise RuntimeError(f"reader {name} failed:\n{out.stderr[-2000:]}")
     result = {}
@@ -201,7 +198,7 @@ def copy_rate(url: str, select: str = SELECT) -> dict:
     else:
         import psycopg
 
-        with psycopg.connect(parsed.set(drivername="postgresql").render_as_string(False)) as conn:
+        with psycopg.connect(libpq_url(url)) as conn:
             with conn.cursor().copy(sql) as copy:
                 for _ in copy:
                     pass
@@ -222,8 +219,8 @@ def summary(runs: list[dict]) -> dict:
     out["cpu"] = statistics.median(r["cpu"] for r in runs)
     if all("server_cpu" in r for r in runs):
         out["server_cpu"] = statistics.median(r["server_cpu"] for r in runs)
-    if "peak_rss_mb" in out:
-        out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    if "peak_rss_mib" in out:
+        out["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
     return out
 
 
@@ -256,7 +253,7 @@ def extract_section(url: str, rounds: int = 7) -> list[str]:
     lines.append("|---|---|---|---|---|---|---|---|")
     for name in ("lstmcast", "adbc", "read_sql", "copy", "copy_bounded"):
         r = results[name]
-        rss = f"{r['peak_rss_mb'] / 1024:.2f} GB" if "peak_rss_mb" in r else "-"
+        rss = f"{r['peak_rss_mib'] / 1024:.2f} GB" if "peak_rss_mib" in r else "-"
         median = f"{r['median']:.2f}" if "median" in r else "-"
         every = ", ".join(f"{t:.2f}" for t in r["all"]) if "all" in r else "-"
         rate = r["rows"] / r["seconds"] / 1e6
@@ -271,7 +268,7 @@ def extract_section(url: str, rounds: int = 7) -> list[str]:
     bounded_typical = results["copy_bounded"]["median"] / ours["median"]
     # each round's extract against the COPY right after it: drift between rounds cancels out
     paired = [c["seconds"] / e["seconds"] for e, c in zip(runs["lstmcast"], runs["copy"], strict=True)]
-    rss_gb = ours["peak_rss_mb"] / 1024
+    rss_gb = ours["peak_rss_mib"] / 1024
     lines += [
         "",
         f"extract (median) vs read_sql: {vs_pandas:.1f}x (target >= 10x: {verdict(vs_pandas >= 10)})",
@@ -314,14 +311,13 @@ def versions(url: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=DEFAULT_URL, help="SQLAlchemy URL of the PostgreSQL database")
+    parser.add_argument("--url", default=pg_url(), help="SQLAlchemy URL of the PostgreSQL database")
     parser.add_argument("--child", choices=sorted(READERS), help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=["extract", "publish"], help="run one section")
     args = parser.parse_args()
     if args.child:
         rows, seconds, cpu = READERS[args.child](args.url)
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-        print(json.dumps({"rows": rows, "seconds": seconds, "cpu": cpu, "peak_rss_mb": peak_mb}))
+        print(json.dumps({"rows": rows, "seconds": seconds, "cpu": cpu, "peak_rss_mib": peak_rss_mib()}))
         return
     rows, built = build_table(args.url)
     print(f"table {TABLE}: {rows:,} rows" + (f" (built in {built:.1f} s)" if built else " (reused)"))

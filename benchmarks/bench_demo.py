@@ -1,28 +1,26 @@
 """Wall time, peak memory and backtest metrics of `lstmcast demo` (both pipelines), in one process.
 
-Run: .venv/bin/python benchmarks/bench_demo.py   (from the repository root; writes data/demo.db)
+Run: .venv/bin/python -m benchmarks.bench_demo   (from the repository root; writes data/demo.db)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
-import resource
 import time
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import torch  # noqa: E402
 
+from benchmarks.common import peak_rss_mib  # noqa: E402
 from flows.nightly import nightly_forecast  # noqa: E402
 from lstmcast.demo import DEMO_RUNS, build_demo_db, demo_file  # noqa: E402
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options: --help only
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}"

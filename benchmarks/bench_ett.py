@@ -12,9 +12,9 @@ over seeds. Training length is a step budget with early stopping, never a wall-c
 figures do not depend on how busy the machine was.
 
 Run (from the repository root):
-    .venv/bin/python benchmarks/bench_ett.py                  # the target rows, 3 seeds, ~30 min on 2 cores
-    .venv/bin/python benchmarks/bench_ett.py --quick          # smoke run: one setting, one seed, 2 candidates
-    .venv/bin/python benchmarks/bench_ett.py --rows S96,S336,M96,S24 --seeds 0 1 2
+    .venv/bin/python -m benchmarks.bench_ett                  # the target rows, 3 seeds, ~30 min on 2 cores
+    .venv/bin/python -m benchmarks.bench_ett --quick          # smoke run: one setting, one seed, 2 candidates
+    .venv/bin/python -m benchmarks.bench_ett --rows S96,S336,M96,S24 --seeds 0 1 2
 Writes benchmarks/results/ett.md (the --quick run writes nothing unless --out is given).
 """
 
@@ -24,25 +24,21 @@ import argparse
 import datetime as dt
 import os
 import platform
-import shlex
-import sys
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for lstm_model
+from benchmarks import ett
+from benchmarks.common import command_line, result_path, write_result
+from benchmarks.selection import DEFAULT_SEEDS, choose, mean_std, selection_lines
+from lstm_model import ModelConfig, Panel, TrainConfig, fit, predict_origins
+from lstm_model.train import TrainResult
+from lstm_model.windows import n_val_steps
 
-from benchmarks import ett  # noqa: E402
-from benchmarks.selection import DEFAULT_SEEDS, choose, mean_std, selection_lines  # noqa: E402
-from lstm_model import ModelConfig, Panel, TrainConfig, fit, predict_origins  # noqa: E402
-from lstm_model.train import TrainResult  # noqa: E402
-from lstm_model.windows import n_val_steps  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results" / "ett.md"
+RESULTS = result_path("ett.md")
 PANEL_END = ett.VAL[1]  # the model is fitted on rows [0, 11520): train + validation, never a test row
 VAL_FRACTION = (ett.VAL[1] - ett.VAL[0]) / PANEL_END  # fit's validation tail = the protocol's validation rows
 DEFAULT_ROWS = ("S96", "S336", "M96")
@@ -197,9 +193,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    rows = [parse_row(r.strip()) for r in args.rows.split(",") if r.strip()]
+def selected_candidates(args: argparse.Namespace) -> dict[str, Candidate]:
+    """The candidates named by --candidates, cut to 5 epochs for --quick."""
     names = [c.strip() for c in args.candidates.split(",") if c.strip()]
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
@@ -207,72 +202,62 @@ def main(argv: list[str] | None = None) -> None:
     candidates = {n: CANDIDATES[n] for n in names}
     if args.quick:
         candidates = {n: replace(c, max_epochs=5) for n, c in candidates.items()}
-    started, load_start = time.perf_counter(), os.getloadavg()
-    df = ett.load_etth1()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{args.threads} thread(s) per fit, load average {load_start[0]:.2f}; seeds {args.seeds}"
-    )
+    return candidates
 
-    log: list[str] = []
-    table = [
-        "| setting | H | chosen | lstmcast MSE / MAE (mean ± std over seeds) | per seed MSE | Repeat | LSTMa "
-        "| DeepAR | DLinear | NLinear | PatchTST | fit s per seed (epochs, best) | target |",
-        "|" + "---|" * 13,
-    ]
-    for setting, horizon in rows:
-        fits: dict[str, list[tuple[TrainResult, float]]] = {}
-        val: dict[str, list[float]] = {}
-        for name, cand in candidates.items():
-            for seed in args.seeds:
-                result, fit_s = fit_one(df, setting, horizon, cand, seed, args.threads)
-                mse, _ = score(df, setting, result, val_origins(horizon))
-                fits.setdefault(name, []).append((result, fit_s))
-                val.setdefault(name, []).append(mse)
-                print(
-                    f"{setting} H={horizon} {name} seed {seed}: validation MSE {mse:.4f}, "
-                    f"fit {fit_s:.0f} s, {len(result.history) - 1} epochs (best {result.best_epoch})",
-                    flush=True,
-                )
-        chosen = choose(val)
-        lines = selection_lines(
-            f"{setting} H={horizon}", val, "MSE", {n: c.describe() for n, c in candidates.items()}
-        )
-        print("\n".join(["", *lines, ""]), flush=True)
-        log += [*lines, ""]
-        # The test windows, scored once, for the chosen candidate only.
-        test = [score(df, setting, r, ett.test_origins(horizon)) for r, _ in fits[chosen]]
-        mses, maes = [t[0] for t in test], [t[1] for t in test]
-        rep = ett.repeat_scores(df, setting, horizon)
-        fit_cells = ", ".join(f"{s:.0f} ({len(r.history) - 1}, {r.best_epoch})" for r, s in fits[chosen])
-        line = (
-            f"| {setting} | {horizon} | {chosen} | {mean_std(mses)} / {mean_std(maes)} "
-            f"| {', '.join(f'{m:.4f}' for m in mses)} | {rep[0]:.3f} / {rep[1]:.3f} "
-            + "".join(f"| {published(setting, horizon, n)} " for n in ("LSTMa", "DeepAR", "DLinear"))
-            + "".join(f"| {published(setting, horizon, n)} " for n in ("NLinear", "PatchTST"))
-            + f"| {fit_cells} | {verdict(setting, horizon, float(np.mean(mses)), float(np.mean(maes)))} |"
-        )
-        table.append(line)
-        print(line, flush=True)
-    total = time.perf_counter() - started
-    load_end = os.getloadavg()
-    print("\n".join(["", *table, "", f"total {total:.0f} s; load average {load_start[0]:.2f} at start, "
-                     f"{load_end[0]:.2f} at end"]))  # fmt: skip
 
-    out = args.out or ("" if args.quick else str(RESULTS))
-    if not out:
-        return
-    command = ".venv/bin/python benchmarks/bench_ett.py" + "".join(
-        f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])
+def run_row(
+    df: pd.DataFrame, setting: str, horizon: int, candidates: dict[str, Candidate], seeds: list[int],
+    threads: int | None,
+) -> tuple[str, list[str]]:  # fmt: skip
+    """One table row: every candidate and seed fitted and scored on validation, then the chosen candidate
+    scored on the test windows, once -> (the row, its selection log)."""
+    fits: dict[str, list[tuple[TrainResult, float]]] = {}
+    val: dict[str, list[float]] = {}
+    for name, cand in candidates.items():
+        for seed in seeds:
+            result, fit_s = fit_one(df, setting, horizon, cand, seed, threads)
+            mse, _ = score(df, setting, result, val_origins(horizon))
+            fits.setdefault(name, []).append((result, fit_s))
+            val.setdefault(name, []).append(mse)
+            print(
+                f"{setting} H={horizon} {name} seed {seed}: validation MSE {mse:.4f}, "
+                f"fit {fit_s:.0f} s, {len(result.history) - 1} epochs (best {result.best_epoch})",
+                flush=True,
+            )
+    chosen = choose(val)
+    lines = selection_lines(
+        f"{setting} H={horizon}", val, "MSE", {n: c.describe() for n, c in candidates.items()}
     )
-    doc = [
+    print("\n".join(["", *lines, ""]), flush=True)
+    # The test windows, scored once, for the chosen candidate only.
+    test = [score(df, setting, r, ett.test_origins(horizon)) for r, _ in fits[chosen]]
+    mses, maes = [t[0] for t in test], [t[1] for t in test]
+    rep = ett.repeat_scores(df, setting, horizon)
+    fit_cells = ", ".join(f"{s:.0f} ({len(r.history) - 1}, {r.best_epoch})" for r, s in fits[chosen])
+    line = (
+        f"| {setting} | {horizon} | {chosen} | {mean_std(mses)} / {mean_std(maes)} "
+        f"| {', '.join(f'{m:.4f}' for m in mses)} | {rep[0]:.3f} / {rep[1]:.3f} "
+        + "".join(f"| {published(setting, horizon, n)} " for n in ("LSTMa", "DeepAR", "DLinear"))
+        + "".join(f"| {published(setting, horizon, n)} " for n in ("NLinear", "PatchTST"))
+        + f"| {fit_cells} | {verdict(setting, horizon, float(np.mean(mses)), float(np.mean(maes)))} |"
+    )
+    print(line, flush=True)
+    return line, [*lines, ""]
+
+
+def report(
+    df: pd.DataFrame, args: argparse.Namespace, argv: list[str] | None, table: list[str], log: list[str],
+    loads: tuple[float, float], total: float,
+) -> list[str]:  # fmt: skip
+    """The results file: how it was run, the test table, the selection log and the protocol check."""
+    return [
         "# ETTh1, standard protocol (Informer / DLinear)",
         "",
         f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- command: `{command}`",
+        f"- command: `{command_line(__spec__.name, argv)}`",
         f"- machine: {platform.machine()}, {os.cpu_count()} vCPU, torch {torch.__version__}, "
-        f"{args.threads} thread(s) per fit, no GPU; load average {load_start[0]:.2f} at start, "
-        f"{load_end[0]:.2f} at end; total {total:.0f} s",
+        f"{args.threads} thread(s) per fit, no GPU; load average {loads[0]:.2f} at start, "
+        f"{loads[1]:.2f} at end; total {total:.0f} s",
         f"- seeds: {args.seeds}; every candidate: quantiles [0.5], instance normalisation, no calendar, "
         "no covariates; training stops by early stopping or the epoch cap, never by wall-clock time",
         "- protocol: fit on rows [0, 11520) with val_fraction 0.25, so training targets are rows [0, 8640) "
@@ -296,9 +281,37 @@ def main(argv: list[str] | None = None) -> None:
         *repeat_check(df),
         "",
     ]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text("\n".join(doc))
-    print(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    rows = [parse_row(r.strip()) for r in args.rows.split(",") if r.strip()]
+    candidates = selected_candidates(args)
+    started, load_start = time.perf_counter(), os.getloadavg()
+    df = ett.load_etth1()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{args.threads} thread(s) per fit, load average {load_start[0]:.2f}; seeds {args.seeds}"
+    )
+
+    log: list[str] = []
+    table = [
+        "| setting | H | chosen | lstmcast MSE / MAE (mean ± std over seeds) | per seed MSE | Repeat | LSTMa "
+        "| DeepAR | DLinear | NLinear | PatchTST | fit s per seed (epochs, best) | target |",
+        "|" + "---|" * 13,
+    ]
+    for setting, horizon in rows:
+        line, lines = run_row(df, setting, horizon, candidates, args.seeds, args.threads)
+        log += lines
+        table.append(line)
+    total = time.perf_counter() - started
+    load_end = os.getloadavg()
+    print("\n".join(["", *table, "", f"total {total:.0f} s; load average {load_start[0]:.2f} at start, "
+                     f"{load_end[0]:.2f} at end"]))  # fmt: skip
+
+    out = args.out or ("" if args.quick else str(RESULTS))
+    if out:
+        write_result(out, report(df, args, argv, table, log, (load_start[0], load_end[0]), total))
 
 
 if __name__ == "__main__":

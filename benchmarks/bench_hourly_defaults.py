@@ -17,7 +17,7 @@ each). Two parts:
    once per seed: its own 3-fold backtest (held-back windows only) of the LSTM and every baseline, and
    the flow's wall time.
 
-Run: .venv/bin/python benchmarks/bench_hourly_defaults.py [--seeds 0 1 2] [--selection-threads 1]
+Run: .venv/bin/python -m benchmarks.bench_hourly_defaults [--seeds 0 1 2] [--selection-threads 1]
          [--skip-selection | --selection-only]
 """
 
@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -41,6 +38,7 @@ import sqlalchemy as sa  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks import hourly_panel  # noqa: E402
+from benchmarks.common import peak_rss_mib, sqlite_url  # noqa: E402
 from benchmarks.selection import DEFAULT_SEEDS, choose, mean_std, selection_lines  # noqa: E402
 from lstm_model import ModelConfig, Panel, TrainConfig  # noqa: E402
 from lstm_model.backtest import backtest, summarize  # noqa: E402
@@ -132,7 +130,7 @@ def nightly(frame: pd.DataFrame, seed: int) -> dict[str, object]:
     from flows.nightly import nightly_forecast
 
     work = Path(tempfile.mkdtemp(prefix="lstmcast-hourly-"))
-    url = f"sqlite:///{work / 'source.db'}"
+    url = sqlite_url(work / "source.db")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         frame.to_sql("readings", conn, index=False, chunksize=50_000)
@@ -192,7 +190,7 @@ def main() -> None:
         lines.append(f"| {m} | {mean_std(mase)} | {mean_std(cov, 3)} |")
     gains = [g for _, g in runs]
     walls = [r["wall"] for r, _ in runs]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     verdict = "met" if np.mean(gains) >= 0.10 else "NOT met"
     print("\n".join([
         "", *lines, "",

@@ -9,28 +9,26 @@ stage and the peak RSS of this process (the flow and its tasks; the Prefect serv
 
 Target (issue 6): under 30 minutes on 2 CPU cores, peak RSS under 4 GB.
 
-Run: .venv/bin/python benchmarks/bench_load.py [--series 1000] [--days 365] [--url postgresql+psycopg://...]
+Run: .venv/bin/python -m benchmarks.bench_load [--series 1000] [--days 365] [--url postgresql+psycopg://...]
+(default URL: $LSTMCAST_BENCH_PG_URL, else the local test database)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
+from benchmarks.common import peak_rss_mib, pg_url  # noqa: E402
 from benchmarks.synthetic import hourly_panel  # noqa: E402
 
-DEFAULT_URL = os.environ.get("LSTMCAST_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TABLE = "bench_load_readings"
 MISSING = 0.003
 
@@ -103,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=1000)
     parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--url", default=pg_url())
     args = parser.parse_args()
     rows, built = build_table(args.url, args.series, args.days)
     drop_outputs(args.url)
@@ -120,7 +118,7 @@ def main() -> None:
     started = time.perf_counter()
     result = nightly_forecast(str(config))
     wall = time.perf_counter() - started
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    peak_gb = peak_rss_mib() / 1024
     print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()))
     print(f"gate: {result['gate']}")
     print(f"training: {result['training']}")

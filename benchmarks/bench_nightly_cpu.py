@@ -4,25 +4,23 @@ Builds a SQLite source with 300 synthetic hourly series x 90 days (benchmarks/sy
 runs the nightly flow with the default model and training settings (only source, frequency, horizon
 and lookback set) and prints the wall time of each stage and the peak RSS.
 
-Run: .venv/bin/python benchmarks/bench_nightly_cpu.py [--series 300] [--days 90]
+Run: .venv/bin/python -m benchmarks.bench_nightly_cpu [--series 300] [--days 90]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for benchmarks.synthetic
 
 import sqlalchemy as sa  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.common import peak_rss_mib, sqlite_url  # noqa: E402
 from benchmarks.synthetic import hourly_panel  # noqa: E402
 from flows.nightly import nightly_forecast  # noqa: E402
 
@@ -52,7 +50,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=90)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lstmcast-bench-"))
-    url = f"sqlite:///{work / 'source.db'}"
+    url = sqlite_url(work / "source.db")
     frame = hourly_panel(args.series, args.days)
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -73,7 +71,7 @@ def main() -> None:
         print(
             f"  {model}: MASE {m['mase']:.4f}, MAE {m['mae']:.4f}, 80% interval coverage {m['coverage']:.3f}"
         )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     print(
         f"nightly flow: {wall:.1f} s wall ({wall / 60:.1f} min), "
         f"{result['rows_published']:,} rows published, peak RSS {peak:.0f} MiB"

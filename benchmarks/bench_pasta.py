@@ -20,9 +20,9 @@ never sees a later window's rows) and scored once; rows give the mean and std ov
 groups for an ensemble). Training stops by early stopping or the epoch cap, never by wall-clock time.
 
 Run (from the repository root):
-    .venv/bin/python benchmarks/bench_pasta.py --workers 2 --refit-every 5   # 45 fits: ~40 min on 2 cores
-    .venv/bin/python benchmarks/bench_pasta.py            # a fit per test window: 117 fits, ~3 hours
-    .venv/bin/python benchmarks/bench_pasta.py --quick    # smoke run: 2 candidates, 1 seed, 2 test windows
+    .venv/bin/python -m benchmarks.bench_pasta --workers 2 --refit-every 5   # 45 fits: ~40 min on 2 cores
+    .venv/bin/python -m benchmarks.bench_pasta            # a fit per test window: 117 fits, ~3 hours
+    .venv/bin/python -m benchmarks.bench_pasta --quick    # smoke run: 2 candidates, 1 seed, 2 test windows
 Writes benchmarks/results/pasta.md (not with --quick unless --out is given).
 """
 
@@ -34,8 +34,6 @@ import functools
 import multiprocessing
 import os
 import platform
-import shlex
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -44,14 +42,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, for lstm_model
+from benchmarks import pasta
+from benchmarks.common import command_line, result_path, write_result
+from benchmarks.selection import DEFAULT_SEEDS, choose, mean_std, selection_lines
+from lstm_model import ModelConfig, Panel, TrainConfig, fit, predict_origins
+from lstm_model.features import calendar_features, calendar_names
 
-from benchmarks import pasta  # noqa: E402
-from benchmarks.selection import DEFAULT_SEEDS, choose, mean_std, selection_lines  # noqa: E402
-from lstm_model import ModelConfig, Panel, TrainConfig, fit, predict_origins  # noqa: E402
-from lstm_model.features import calendar_features, calendar_names  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results" / "pasta.md"
+RESULTS = result_path("pasta.md")
 TARGET_MASE = 0.68  # below the flat 84-day median (0.694), DeepAR (0.697) and Chronos-Bolt (0.686)
 VALIDATION_WINDOWS = 5
 ENSEMBLE = 3  # seeds averaged by the ensemble candidate of stage 2
@@ -130,7 +127,8 @@ def configs(s: Settings, seed: int, threads: int | None) -> tuple[ModelConfig, T
 
 
 @functools.cache
-def _data() -> pasta.PastaData:
+def load_data() -> pasta.PastaData:
+    """The data set, read once per process: each fit (in this process or a worker) reads it from here."""
     return pasta.load()
 
 
@@ -138,7 +136,7 @@ def fit_predict(s: Settings, seed: int, fit_end: int, origins: tuple[int, ...], 
                 ) -> tuple[np.ndarray, float]:  # fmt: skip
     """One model fitted on rows [0, fit_end) with `seed` -> (median forecasts (n_series, len(origins), H),
     fit seconds). Inputs after `fit_end` are only ever the lookback of a later origin."""
-    data = _data()
+    data = load_data()
     names, fut = future_covariates(data, s.calendar)
     train = build_panel(data, fit_end, names, fut)
     full = build_panel(data, max(origins) + pasta.HORIZON, names, fut)
@@ -236,8 +234,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def checked_args(args: argparse.Namespace) -> tuple[dict[str, Settings], list[int], list[int] | None]:
+    """(candidates, seeds, test window indices or None for all) from the options, refusing bad ones."""
     names = [c.strip() for c in args.candidates.split(",") if c.strip()]
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
@@ -247,23 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     for flag, value in counts.items():
         if value < 1:
             raise SystemExit(f"{flag} must be at least 1, got {value}")
-    seeds, test_windows = args.seeds, None
     if args.quick:
         candidates = {n: replace(CANDIDATES[n], max_epochs=3) for n in ("base", "recent-tail")}
-        seeds, test_windows = [0], [0, 9]
-    started = time.perf_counter()
-    data = _data()
-    all_cuts = pasta.cutoffs(data.n_steps)
-    cuts = [all_cuts[k] for k in test_windows] if test_windows else all_cuts
-    print(f"machine: {machine_line(args.threads)}")
-    first_val = data.dates[all_cuts[0] - VALIDATION_WINDOWS * pasta.HORIZON].date()
-    print(
-        f"data: {data.n_series} series, {data.n_steps} days {data.dates[0].date()}..{data.dates[-1].date()}; "
-        f"validation windows from {first_val}, test windows from {data.dates[all_cuts[0]].date()}; "
-        f"seeds {seeds}"
-    )
+        return candidates, [0], [0, 9]
+    return candidates, args.seeds, None
 
-    # Validation only: the candidates, then the winner alone against an ensemble of it.
+
+def select(
+    data: pasta.PastaData, candidates: dict[str, Settings], seeds: list[int], args: argparse.Namespace
+) -> tuple[str, Settings, list[str]]:
+    """Validation only: the candidates, then the winner alone against an ensemble of it ->
+    (the chosen name, its settings, the selection log)."""
     log: list[str] = []
     val = validation_scores(data, candidates, seeds, args.threads, args.workers)
     for name in candidates:
@@ -284,10 +276,18 @@ def main(argv: list[str] | None = None) -> None:
             "group)", stage2, "MASE", {winner: described[winner], name: ens.describe()},
         ), ""]  # fmt: skip
         winner = choose(stage2)
-    chosen = final[winner]
-    print("\n".join(["", *log]), flush=True)
+    return winner, final[winner], log
 
-    # Test: the baselines, then the chosen setting, scored once.
+
+Tables = tuple[list[str], list[str], list[str]]  # the test table, MASE per window, checks
+
+
+def score_test_windows(
+    data: pasta.PastaData, winner: str, chosen: Settings, seeds: list[int], cuts: list[int], full_run: bool,
+    args: argparse.Namespace,
+) -> Tables:  # fmt: skip
+    """The baselines, then the chosen setting, scored once on the test windows -> (table lines, MASE per
+    window of each seed group, checks against the published figures and the target)."""
     rows: list[tuple[str, str, str, str]] = []
     for name, fc in (
         ("Seasonal Naive", pasta.seasonal_naive_forecaster),
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         for k, s in enumerate(scores)
     ]
     checks = []
-    if len(cuts) == len(all_cuts):
+    if full_run:
         for name, m, _, _ in rows[:2]:
             ok = m == f"{pasta.PUBLISHED_MASE[name]:.4f}"
             checks.append(f"{name} reproduces the published {pasta.PUBLISHED_MASE[name]:.4f}: {ok}")
@@ -323,20 +323,21 @@ def main(argv: list[str] | None = None) -> None:
         checks.append(f"mean MASE {mean:.4f} <= {TARGET_MASE}: {'met' if mean <= TARGET_MASE else 'NOT met'}")
     else:
         checks.append("subset of windows: published comparisons and the target apply to the full run only")
-    total = time.perf_counter() - started
-    print("\n".join(["", *lines, "", *per_window, *checks, f"total wall time: {total:.0f} s"]))
+    return lines, per_window, checks
 
-    out = args.out or (None if args.quick else RESULTS)
-    if out is None:
-        return
-    command = ".venv/bin/python benchmarks/bench_pasta.py" + "".join(
-        f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])
-    )
-    body = [
+
+def report(
+    data: pasta.PastaData, argv: list[str] | None, args: argparse.Namespace, seeds: list[int], winner: str,
+    chosen: Settings, tables: Tables, log: list[str], total: float,
+) -> list[str]:  # fmt: skip
+    """The results file: how it was run, the test table with its checks, the selection log."""
+    lines, per_window, checks = tables
+    first_val = data.dates[pasta.cutoffs(data.n_steps)[0] - VALIDATION_WINDOWS * pasta.HORIZON].date()
+    return [
         "# pasta_sales (fev-bench hierarchical_sales_1D): lstmcast LSTM vs published models",
         "",
         f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- command: `{command}`",
+        f"- command: `{command_line(__spec__.name, argv)}`",
         f"- machine: {machine_line(args.threads)}",
         f"- seeds: {seeds}; chosen: `{winner}` = `{chosen.describe()}`",
         "- protocol: benchmarks/pasta.py (daily grid, absent days missing, H=28, 10 windows every 28 days, "
@@ -354,15 +355,37 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "## Validation-only selection log",
         "",
-        f"Validation: one fit per candidate and seed on the rows before "
-        f"{data.dates[all_cuts[0] - VALIDATION_WINDOWS * pasta.HORIZON].date()}, scored on the "
+        f"Validation: one fit per candidate and seed on the rows before {first_val}, scored on the "
         f"{VALIDATION_WINDOWS} windows of 28 days that follow it (all before the first test cutoff).",
         "",
         *log,
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(body))
-    print(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    candidates, seeds, test_windows = checked_args(args)
+    started = time.perf_counter()
+    data = load_data()
+    all_cuts = pasta.cutoffs(data.n_steps)
+    cuts = [all_cuts[k] for k in test_windows] if test_windows else all_cuts
+    print(f"machine: {machine_line(args.threads)}")
+    first_val = data.dates[all_cuts[0] - VALIDATION_WINDOWS * pasta.HORIZON].date()
+    print(
+        f"data: {data.n_series} series, {data.n_steps} days {data.dates[0].date()}..{data.dates[-1].date()}; "
+        f"validation windows from {first_val}, test windows from {data.dates[all_cuts[0]].date()}; "
+        f"seeds {seeds}"
+    )
+    winner, chosen, log = select(data, candidates, seeds, args)
+    print("\n".join(["", *log]), flush=True)
+    tables = score_test_windows(data, winner, chosen, seeds, cuts, len(cuts) == len(all_cuts), args)
+    lines, per_window, checks = tables
+    total = time.perf_counter() - started
+    print("\n".join(["", *lines, "", *per_window, *checks, f"total wall time: {total:.0f} s"]))
+
+    out = args.out or (None if args.quick else RESULTS)
+    if out is not None:
+        write_result(out, report(data, argv, args, seeds, winner, chosen, tables, log, total))
 
 
 if __name__ == "__main__":

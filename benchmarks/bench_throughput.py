@@ -5,7 +5,7 @@ ETTh1 sensors (7 hourly series). One training step is what `fit` runs per batch:
 from the concatenated data (no copies of the data), forward, pinball loss, backward, clip, AdamW.
 Measured on the CPU with 1 thread and with every core, and on CUDA (fp32 and bf16) when present.
 
-Run: .venv/bin/python benchmarks/bench_throughput.py [--steps 30]
+Run: .venv/bin/python -m benchmarks.bench_throughput [--steps 30]
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lstm_model import LSTMForecaster, ModelConfig, Panel, SeriesScaler, WindowSource
-from lstm_model.train import available_cores, pinball_loss, torch_threads, use_bf16
+from lstm_model.losses import pinball_loss
+from lstm_model.runtime import available_cores, torch_threads, use_bf16
 from lstmcast.demo import sensor_frame
 
 CFG = ModelConfig(lookback=168, horizon=48, hidden_size=64, num_layers=2, dropout=0.1)

@@ -26,9 +26,9 @@ skips the runs found there, so the long neuralforecast fits (tens of minutes eac
 the background across sessions. The report is rebuilt from that file every time.
 
 Run (from the repository root; needs the `bench` extra: pip install -e '.[bench]'):
-    .venv/bin/python benchmarks/bench_vs_neuralforecast.py                 # everything, resumable
-    .venv/bin/python benchmarks/bench_vs_neuralforecast.py --report        # only rebuild the report
-    .venv/bin/python benchmarks/bench_vs_neuralforecast.py --quick         # smoke run, writes nothing
+    .venv/bin/python -m benchmarks.bench_vs_neuralforecast                 # everything, resumable
+    .venv/bin/python -m benchmarks.bench_vs_neuralforecast --report        # only rebuild the report
+    .venv/bin/python -m benchmarks.bench_vs_neuralforecast --quick         # smoke run, writes nothing
 """
 
 from __future__ import annotations
@@ -39,9 +39,6 @@ import json
 import logging
 import os
 import platform
-import resource
-import subprocess
-import sys
 import time
 import warnings
 from dataclasses import replace
@@ -51,13 +48,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the project root, for lstm_model and benchmarks
+from benchmarks.common import ROOT, command_line, peak_rss_mib, result_path, run_module, write_result
+from benchmarks.selection import DEFAULT_SEEDS, mean_std
 
-from benchmarks.selection import DEFAULT_SEEDS, mean_std  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results" / "vs_neuralforecast.md"
-RUNS = ROOT / "benchmarks" / "results" / "vs_neuralforecast.jsonl"
+RESULTS = result_path("vs_neuralforecast.md")
+RUNS = result_path("vs_neuralforecast.jsonl")
 ETT_HORIZON, ETT_LOOKBACK = 96, 336
 PASTA_WINDOWS = (0, 4, 9)
 NF_PATIENCE, NF_VAL_CHECK, NF_STEPS, NF_SCALER = 5, 100, 1000, "robust"
@@ -65,10 +60,6 @@ NF_PATIENCE, NF_VAL_CHECK, NF_STEPS, NF_SCALER = 5, 100, 1000, "robust"
 # pasta the 128-wide model as an ensemble of 3 seeds, on ETTh1 S H=96 the MSE loss with the linear start.
 PASTA_CHOICE, PASTA_ENSEMBLE = "hidden-128", 3
 ETT_CHOICE = "mse+linear"
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def quiet_lightning() -> dict[str, Any]:
@@ -106,7 +97,7 @@ def nf_lstm(h: int, input_size: int, seed: int, max_time: float | None, **extra:
 def pasta_worker(model: str, seed: int, windows: list[int], budgets: list[float] | None) -> dict[str, Any]:
     from benchmarks import bench_pasta, pasta
 
-    data = pasta.load()
+    data = bench_pasta.load_data()
     cuts = [pasta.cutoffs(data.n_steps)[k] for k in windows]
     settings = replace(bench_pasta.CANDIDATES[PASTA_CHOICE], ensemble=PASTA_ENSEMBLE)
     fit_s: list[float] = []
@@ -114,11 +105,12 @@ def pasta_worker(model: str, seed: int, windows: list[int], budgets: list[float]
     if model == "lstmcast":
         group = bench_pasta.seed_groups([seed], settings.ensemble)[0]
 
-        def forecast(d: pasta.PastaData, cut: int) -> np.ndarray:
+        def forecast(_data: pasta.PastaData, cut: int) -> np.ndarray:
             parts: list[float] = []
-            out = bench_pasta.forecast(d, settings, group, cut, [cut], 1, parts)[:, 0]
+            jobs = [(settings, s, cut, (cut,)) for s in group]
+            preds = bench_pasta.run_jobs(jobs, 1, 1, parts)  # one torch thread, in this process
             fit_s.append(sum(parts))  # the ensemble's fits together are one forecast's fit time
-            return out
+            return np.clip(np.mean(preds, axis=0), 0.0, None)[:, 0]  # the mean of medians, clipped at 0
 
         score = pasta.evaluate(forecast, data, cuts)
         config = f"{PASTA_CHOICE} x{PASTA_ENSEMBLE} (seeds {group}): {settings.describe()}"
@@ -223,8 +215,7 @@ def load_runs(path: Path) -> list[dict[str, Any]]:
 def spawn(job: dict[str, Any], budgets: list[float] | None) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     spec = json.dumps({**job, "budgets": budgets})
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", spec]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    proc = run_module(__spec__.name, "--worker", spec, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stdout + proc.stderr)[-3000:]
@@ -284,7 +275,7 @@ def report(runs: list[dict[str, Any]], datasets: list[str]) -> list[str]:
     return [*lines, "", *verdicts, "", "Configurations:", "", *configs]
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", choices=("etth1", "pasta"), default=["etth1", "pasta"])
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
@@ -295,7 +286,43 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report", action="store_true", help="only rebuild the report from the runs file")
     p.add_argument("--quick", action="store_true", help="pasta window 9, seed 0, writes nothing")
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def run_missing(args: argparse.Namespace, runs: list[dict[str, Any]], runs_file: Path) -> None:
+    """Every requested run not in `runs` yet, each appended to `runs` and to `runs_file` as it finishes.
+    An equal-time run needs lstmcast's converged fit times of its seed: recorded ones, else a fresh run."""
+    done = {key(r) for r in runs}
+    for seed in args.seeds:
+        for dataset in args.datasets:
+            windows = args.pasta_windows if dataset == "pasta" else []
+            base = {"dataset": dataset, "seed": seed, "windows": windows, "choice": choice(dataset)}
+            ours = {**base, "model": "lstmcast", "mode": "converged"}
+            jobs = [ours] + [{**base, "model": "neuralforecast", "mode": m} for m in args.modes]
+            for job in jobs:
+                if key(job) in done:
+                    continue
+                budgets = None
+                if job["mode"] == "equal_time":
+                    mine = [r for r in runs if key(r) == key(ours)]
+                    if not mine:
+                        mine = [{**ours, **spawn(ours, None)}]
+                    budgets = mine[0]["fit_s"]
+                t0 = time.perf_counter()
+                result = {**job, **spawn(job, budgets), "date": dt.datetime.now().astimezone().isoformat(
+                    timespec="seconds"), "load_avg": os.getloadavg()[0]}  # fmt: skip
+                runs.append(result)
+                done.add(key(job))
+                with runs_file.open("a") as f:
+                    f.write(json.dumps(result) + "\n")
+                acc = ", ".join(f"{k} {v:.4f}" for k, v in result["accuracy"].items())
+                print(f"{dataset} {job['model']} {job['mode']} seed {seed}: {acc}, fit "
+                      f"{sum(result['fit_s']):.0f} s, steps {result['steps']} "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.worker:
         run_worker(args.worker)
         return
@@ -306,7 +333,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.datasets, args.seeds, args.pasta_windows, args.modes = ["pasta"], [0], [9], ["equal_time"]
     runs = [] if args.quick else load_runs(runs_file)
-    done = {key(r) for r in runs}
     started, load0 = time.perf_counter(), os.getloadavg()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load0[0]:.2f}, torch "
@@ -315,43 +341,18 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     if not args.report:
-        for seed in args.seeds:
-            for dataset in args.datasets:
-                windows = args.pasta_windows if dataset == "pasta" else []
-                base = {"dataset": dataset, "seed": seed, "windows": windows, "choice": choice(dataset)}
-                ours = {**base, "model": "lstmcast", "mode": "converged"}
-                jobs = [ours] + [{**base, "model": "neuralforecast", "mode": m} for m in args.modes]
-                for job in jobs:
-                    if key(job) in done:
-                        continue
-                    budgets = None
-                    if job["mode"] == "equal_time":
-                        mine = [r for r in runs if key(r) == key(ours)]
-                        if not mine:
-                            mine = [{**ours, **spawn(ours, None)}]
-                        budgets = mine[0]["fit_s"]
-                    t0 = time.perf_counter()
-                    result = {**job, **spawn(job, budgets), "date": dt.datetime.now().astimezone().isoformat(
-                        timespec="seconds"), "load_avg": os.getloadavg()[0]}  # fmt: skip
-                    runs.append(result)
-                    done.add(key(job))
-                    with runs_file.open("a") as f:
-                        f.write(json.dumps(result) + "\n")
-                    acc = ", ".join(f"{k} {v:.4f}" for k, v in result["accuracy"].items())
-                    print(f"{dataset} {job['model']} {job['mode']} seed {seed}: {acc}, fit "
-                          f"{sum(result['fit_s']):.0f} s, steps {result['steps']} "
-                          f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+        run_missing(args, runs, runs_file)
     lines = report(runs, args.datasets)
     total = time.perf_counter() - started
     print("\n".join(["", *lines, "", f"total wall time {total:.0f} s"]))
     if args.quick:
         return
-    body = [
+    write_result(RESULTS, [
         "# lstmcast LSTM vs neuralforecast LSTM",
         "",
         f"- report built: {dt.datetime.now().astimezone().isoformat(timespec='seconds')} from "
         f"`{RUNS.relative_to(ROOT)}` ({len(runs)} runs; each run's date and load average are there)",
-        "- command: `.venv/bin/python benchmarks/bench_vs_neuralforecast.py` (resumable)",
+        f"- command: `{command_line(__spec__.name, [])}` (resumable)",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"neuralforecast {neuralforecast.__version__}, 1 torch thread per run, each run in its own "
         "subprocess (peak RSS = its ru_maxrss); other benchmarks shared the 2 cores during some runs, so "
@@ -361,9 +362,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         *lines,
         "",
-    ]
-    RESULTS.write_text("\n".join(body))
-    print(f"wrote {RESULTS}")
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,11 +12,13 @@ first as-of into a fresh table three times, then does the nightly and the every-
 to_sql user would: the next as-of appended to a table with the forecast key that holds the first, and that
 as-of's rows deleted and the new ones appended in one transaction.
 
-Run from the repository root, with PostgreSQL on 127.0.0.1:5432: .venv/bin/python benchmarks/publish_load.py
+Run from the repository root: .venv/bin/python -m benchmarks.publish_load
+(PostgreSQL at $LSTMCAST_BENCH_PG_URL, else the local test database on 127.0.0.1:5432)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -28,9 +30,11 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from tasks.publish import RunRecord, forecast_table, write_forecasts
+from benchmarks.common import pg_url
+from tasks.publish import write_forecasts
+from tasks.schemas import forecast_table
+from tasks.summary import RunRecord
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 HORIZON = 48
 AS_OF = pd.Timestamp("2024-01-01", tz="UTC")
 
@@ -89,7 +93,7 @@ class Publishes:
 
 
 def lstmcast_publishes(
-    pg_url: str, table: str, runs: str, frames: list[pd.DataFrame], nights: list[pd.Timestamp],
+    url: str, table: str, runs: str, frames: list[pd.DataFrame], nights: list[pd.Timestamp],
     partitioned: bool,
 ) -> Publishes:  # fmt: skip
     """The first as-of (frames[0] at AS_OF), each night's as-of, then the last night again with the same
@@ -99,7 +103,7 @@ def lstmcast_publishes(
     def timed(frame: pd.DataFrame, as_of: pd.Timestamp, model_version: str = "bench") -> tuple[float, int]:
         started = time.perf_counter()
         run = run_record(uuid.uuid4().hex, model_version, as_of)
-        result = write_forecasts(pg_url, table, runs, frame, run, partitioned=partitioned)
+        result = write_forecasts(url, table, runs, frame, run, partitioned=partitioned)
         assert result.rows == n_rows
         return time.perf_counter() - started, result.written
 
@@ -114,7 +118,7 @@ def lstmcast_publishes(
     same_written = n_rows if partitioned else 0
     written = [first_written, *(w for _, w in [*nightly, *same, *every_new])]
     assert written == [n_rows, *[n_rows] * repeats, *[same_written] * repeats, *[n_rows] * repeats], written
-    engine = sa.create_engine(pg_url)
+    engine = sa.create_engine(url)
     with engine.connect() as conn:
         stored = conn.execute(sa.text(f"select count(*) from {table}")).scalar_one()
     engine.dispose()
@@ -122,20 +126,22 @@ def lstmcast_publishes(
     return Publishes(first_s, *([t for t, _ in runs] for runs in (nightly, same, every_new)))
 
 
-def publish_benchmark(pg_url: str, n_rows: int = 480_000, repeats: int = 3) -> list[str]:
-    """Time both ways into fresh tables (dropped afterwards) and return printable lines with the ratios.
-    The nightly publish and to_sql into a fresh table run `repeats` times (the machine's speed drifts),
-    and are compared best with best and median with median."""
-    frame = forecast_frame(n_rows)
-    suffix = uuid.uuid4().hex[:8]
-    layouts = {"partitioned": True, "plain": False}
-    tables = {name: (f"bench_fc_{name}_{suffix}", f"bench_runs_{name}_{suffix}") for name in layouts}
-    keyed = f"bench_to_sql_keyed_{suffix}"
-    plains = [f"bench_to_sql_{suffix}_{i}" for i in range(repeats)]
-    engine = sa.create_engine(pg_url)
-    engine.connect().close()  # driver and dialect imported and initialised before either way is timed
-    nights = [AS_OF + pd.Timedelta(days=1 + i) for i in range(repeats)]
-    frames = [frame, *(forecast_frame(n_rows, seed=1 + i, as_of=night) for i, night in enumerate(nights))]
+@dataclass
+class ToSqlTimes:
+    """Seconds of `DataFrame.to_sql` (default method) doing the jobs a publish does."""
+
+    fresh: list[float]  # the first as-of into a fresh table, each time
+    nightly: float  # the next as-of appended to a keyed table holding the first
+    every_new: float  # that as-of's rows deleted and new ones appended, in one transaction
+
+
+def to_sql_publishes(
+    engine: sa.Engine, frames: list[pd.DataFrame], nights: list[pd.Timestamp], source: str, keyed: str,
+    plains: list[str],
+) -> ToSqlTimes:  # fmt: skip
+    """to_sql of the first as-of into each fresh table of `plains`; then, as a to_sql user would do the
+    nightly and the every-value-new jobs, the last night appended to `keyed` (created with the forecast key,
+    holding the first as-of copied from `source`), and that as-of's rows deleted and new ones appended."""
     last, last_frame = nights[-1], frames[-1]
     changed = last_frame.assign(yhat=last_frame["yhat"] + 1.0)
 
@@ -147,23 +153,38 @@ def publish_benchmark(pg_url: str, n_rows: int = 480_000, repeats: int = 3) -> l
             rows.to_sql(name, conn, index=False, if_exists="append")
         return time.perf_counter() - started
 
+    rows = to_sql_frame(frames[0], run_record(uuid.uuid4().hex))
+    fresh = [to_sql(rows, plain) for plain in plains]
+    forecast_table(keyed, sa.MetaData()).create(engine)
+    with engine.begin() as conn:
+        first = sa.text(f"insert into {keyed} select * from {source} where as_of = :a")
+        conn.execute(first, {"a": AS_OF})
+    nightly_rows = to_sql_frame(last_frame, run_record(uuid.uuid4().hex, as_of=last))
+    nightly = to_sql(nightly_rows, keyed)
+    changed_rows = to_sql_frame(changed, run_record(uuid.uuid4().hex, "bench-2", last))
+    return ToSqlTimes(fresh, nightly, to_sql(changed_rows, keyed, delete_as_of=last))
+
+
+def publish_benchmark(url: str, n_rows: int = 480_000, repeats: int = 3) -> list[str]:
+    """Time both ways into fresh tables (dropped afterwards) and return printable lines with the ratios.
+    The nightly publish and to_sql into a fresh table run `repeats` times (the machine's speed drifts),
+    and are compared best with best and median with median."""
+    frame = forecast_frame(n_rows)
+    suffix = uuid.uuid4().hex[:8]
+    layouts = {"partitioned": True, "plain": False}
+    tables = {name: (f"bench_fc_{name}_{suffix}", f"bench_runs_{name}_{suffix}") for name in layouts}
+    keyed = f"bench_to_sql_keyed_{suffix}"
+    plains = [f"bench_to_sql_{suffix}_{i}" for i in range(repeats)]
+    engine = sa.create_engine(url)
+    engine.connect().close()  # driver and dialect imported and initialised before either way is timed
+    nights = [AS_OF + pd.Timedelta(days=1 + i) for i in range(repeats)]
+    frames = [frame, *(forecast_frame(n_rows, seed=1 + i, as_of=night) for i, night in enumerate(nights))]
     try:
         ours = {
-            name: lstmcast_publishes(pg_url, *tables[name], frames, nights, partitioned)
+            name: lstmcast_publishes(url, *tables[name], frames, nights, partitioned)
             for name, partitioned in layouts.items()
         }
-        rows = to_sql_frame(frame, run_record(uuid.uuid4().hex))
-        to_sql_s = [to_sql(rows, plain) for plain in plains]
-        # to_sql doing the nightly and the every-value-new jobs: the next as-of appended to a table with
-        # the forecast key that holds the first, then that as-of's rows deleted and new ones appended
-        forecast_table(keyed, sa.MetaData()).create(engine)
-        with engine.begin() as conn:
-            first = sa.text(f"insert into {keyed} select * from {tables['plain'][0]} where as_of = :a")
-            conn.execute(first, {"a": AS_OF})
-        nightly_rows = to_sql_frame(last_frame, run_record(uuid.uuid4().hex, as_of=last))
-        to_sql_nightly_s = to_sql(nightly_rows, keyed)
-        changed_rows = to_sql_frame(changed, run_record(uuid.uuid4().hex, "bench-2", last))
-        to_sql_replace_s = to_sql(changed_rows, keyed, delete_as_of=last)
+        to_sql_s = to_sql_publishes(engine, frames, nights, tables["plain"][0], keyed, plains)
     finally:
         with engine.begin() as conn:
             for name in (*(t for pair in tables.values() for t in pair), keyed, *plains):
@@ -171,7 +192,14 @@ def publish_benchmark(pg_url: str, n_rows: int = 480_000, repeats: int = 3) -> l
                     sa.text(f"drop table if exists {engine.dialect.identifier_preparer.quote(name)}")
                 )
         engine.dispose()
-    typical = statistics.median(to_sql_s)
+    return report_lines(n_rows, ours, layouts, to_sql_s)
+
+
+def report_lines(
+    n_rows: int, ours: dict[str, Publishes], layouts: dict[str, bool], to_sql: ToSqlTimes
+) -> list[str]:
+    """Every timing, then per layout the speed-ups over to_sql."""
+    typical = statistics.median(to_sql.fresh)
     lines = []
     for name, got in ours.items():
         lines += [
@@ -181,27 +209,32 @@ def publish_benchmark(pg_url: str, n_rows: int = 480_000, repeats: int = 3) -> l
             _times(f"lstmcast publish ({name}), same as-of, every value new", n_rows, got.every_new),
         ]
     lines += [
-        _times("DataFrame.to_sql (default method), fresh table", n_rows, to_sql_s),
-        _line("to_sql, next as-of appended to the keyed table", n_rows, to_sql_nightly_s),
-        _line("to_sql, as-of deleted, every value new appended", n_rows, to_sql_replace_s),
+        _times("DataFrame.to_sql (default method), fresh table", n_rows, to_sql.fresh),
+        _line("to_sql, next as-of appended to the keyed table", n_rows, to_sql.nightly),
+        _line("to_sql, as-of deleted, every value new appended", n_rows, to_sql.every_new),
     ]
     for name, got in ours.items():
         default = " (the default layout)" if layouts[name] else ""
         cases = {"nightly": got.nightly, "same values": got.same, "every value new": got.every_new}
         ratios = ", ".join(
-            f"{case} {min(to_sql_s) / min(times):.1f}x / {typical / statistics.median(times):.1f}x"
+            f"{case} {min(to_sql.fresh) / min(times):.1f}x / {typical / statistics.median(times):.1f}x"
             for case, times in cases.items()
         )
         lines += [
             f"{name}{default}: to_sql into a fresh table / publish, best with best / median with median "
             f"(target >= 10x): first as-of {typical / got.first:.1f}x (median), {ratios}",
             f"{name}: to_sql doing the same job / publish (median): "
-            f"{to_sql_nightly_s / statistics.median(got.nightly):.1f}x next as-of (nightly), "
-            f"{to_sql_replace_s / statistics.median(got.every_new):.1f}x every value new",
+            f"{to_sql.nightly / statistics.median(got.nightly):.1f}x next as-of (nightly), "
+            f"{to_sql.every_new / statistics.median(got.every_new):.1f}x every value new",
         ]
     return lines
 
 
-if __name__ == "__main__":
-    for line in publish_benchmark(PG_URL):
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options: --help only
+    for line in publish_benchmark(pg_url()):
         print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -14,17 +14,15 @@ pipelines publish in turn into one plain table for four as-ofs each (INSERT ... 
 under the forecast key and under the key order used before 2026-12-02, which puts the pipeline first:
 seconds per publish and the key's index size.
 
-Run from the repository root, with PostgreSQL on 127.0.0.1:5432:
-    .venv/bin/python benchmarks/publish_server_floor.py [--repeat 2]
+Run from the repository root (PostgreSQL at $LSTMCAST_BENCH_PG_URL, else the local test database):
+    .venv/bin/python -m benchmarks.publish_server_floor [--repeat 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pyarrow as pa
@@ -32,12 +30,10 @@ import sqlalchemy as sa
 from pgpq import ArrowToPostgresBinaryEncoder
 from sqlalchemy.dialects import postgresql
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from benchmarks.common import libpq_url
 from benchmarks.publish_load import AS_OF, forecast_frame
-from tasks.publish import forecast_table
+from tasks.schemas import forecast_table
 
-LIBPQ_URL = "postgresql://postgres@127.0.0.1:5432/test"
 KEY = "as_of, pipeline, series_id, ts"
 ADD_KEY = f"alter table bench_floor_t add primary key ({KEY})"
 OLD_KEY = "pipeline, as_of, series_id, ts"  # the forecast table's key before 2026-12-02, for comparison
@@ -115,14 +111,35 @@ def shared_table(conn: psycopg.Connection, key: str, days: int = 4) -> tuple[lis
     return seconds, size
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--rows", type=int, default=480_000)
-    args = parser.parse_args()
-    payload = encoded_rows(args.rows)
-    fresh = ["drop table if exists bench_floor_t", f"create table bench_floor_t ({columns_ddl()})"]
-    keyed = [*fresh, ADD_KEY]
+Case = tuple[list[str], list[Step]]  # setup statements, committed first; then the timed steps
+
+
+def fresh_table() -> list[str]:
+    """Statements that leave bench_floor_t empty and without a key."""
+    return ["drop table if exists bench_floor_t", f"create table bench_floor_t ({columns_ddl()})"]
+
+
+def plain_cases(keyed: list[str]) -> dict[str, Case]:
+    """COPY into a plain table: no key; keyed, empty and holding the previous as-of; the key built after."""
+    fresh = fresh_table()
+    # the nightly case as it meets a forecast table: the previous as-of is there already
+    previous_as_of = (
+        "insert into bench_floor_t select pipeline, series_id, as_of - interval '1 day', "
+        "ts - interval '1 day', yhat, yhat_lower, yhat_upper, model_version, run_id, created_at "
+        "from bench_floor_prev"
+    )
+    with_previous = [*keyed, previous_as_of, "analyze bench_floor_t"]
+    return {
+        "COPY, table without a key": (fresh, [None]),
+        "COPY, table with the primary key, empty": (keyed, [None]),
+        "COPY, keyed table holding the previous as-of (nightly)": (with_previous, [None]),
+        "COPY, then the key built (first publish)": (fresh, [None, ADD_KEY]),
+    }
+
+
+def replace_cases() -> tuple[list[str], dict[str, list[Step]]]:
+    """Replacing a whole as-of that a keyed plain table holds -> (the setup staging new values for every
+    row, the timed steps of each way)."""
     # the as-of is there already (COPY committed), and a staging table holds new values for every row
     staged = [
         "drop table if exists bench_floor_stage",
@@ -131,25 +148,29 @@ def main() -> None:
         "analyze bench_floor_stage",
     ]
     same_as_of = "pipeline = 'bench' and as_of = (select min(as_of) from bench_floor_t)"
-    # the nightly case as it meets a forecast table: the previous as-of is there already
-    previous_as_of = (
-        "insert into bench_floor_t select pipeline, series_id, as_of - interval '1 day', "
-        "ts - interval '1 day', yhat, yhat_lower, yhat_upper, model_version, run_id, created_at "
-        "from bench_floor_prev"
-    )
-    with_previous = [*keyed, previous_as_of, "analyze bench_floor_t"]
-    cases: dict[str, tuple[list[str], list[Step]]] = {
-        "COPY, table without a key": (fresh, [None]),
-        "COPY, table with the primary key, empty": (keyed, [None]),
-        "COPY, keyed table holding the previous as-of (nightly)": (with_previous, [None]),
-        "COPY, then the key built (first publish)": (fresh, [None, ADD_KEY]),
+    return staged, {
+        "replace the as-of: DELETE + INSERT ... SELECT": [
+            f"delete from bench_floor_t where {same_as_of}",
+            "insert into bench_floor_t select 'bench', series_id, timestamptz '2024-01-01 00:00+00', ts, "
+            "yhat, yhat_lower, yhat_upper, 'v2', 'r', now() from bench_floor_stage",
+        ],
+        "replace the as-of: UPDATE ... FROM staging": [
+            "update bench_floor_t set yhat = s.yhat, yhat_lower = s.yhat_lower, yhat_upper = s.yhat_upper, "
+            "model_version = 'v2', run_id = 'r', created_at = now() from bench_floor_stage s "
+            f"where bench_floor_t.{same_as_of.replace(' and as_of', ' and bench_floor_t.as_of')} "
+            "and bench_floor_t.series_id = s.series_id and bench_floor_t.ts = s.ts",
+        ],
     }
 
-    # lstmcast's default layout: a forecast table partitioned by (pipeline, as_of), holding the previous
-    # as-of; the as-of's rows go into a table of their own, keyed and attached (publish.load_partition)
-    def bound(day: str) -> str:
-        return f"for values from ('bench', '{day} 00:00+00') to ('bench', '{day} 00:00:00.000001+00')"
 
+def bound(day: str) -> str:
+    """The partition bound of pipeline 'bench' at the as-of midnight of `day`."""
+    return f"for values from ('bench', '{day} 00:00+00') to ('bench', '{day} 00:00:00.000001+00')"
+
+
+def partition_cases(n_rows: int) -> dict[str, Case]:
+    """lstmcast's default layout: a forecast table partitioned by (pipeline, as_of), holding the previous
+    as-of; the as-of's rows go into a table of their own, keyed and attached (publish.load_partition)."""
     previous = (
         "pipeline, series_id, as_of - interval '1 day', ts, yhat, yhat_lower, yhat_upper, model_version, "
         "run_id, created_at"
@@ -170,7 +191,7 @@ def main() -> None:
         "analyze bench_floor_p_cur",
     ]
     varying = ["series_id", "ts", "yhat", "yhat_lower", "yhat_upper"]
-    varying_payload = encoded_rows(args.rows, varying)
+    varying_payload = encoded_rows(n_rows, varying)
     defaults = {
         "pipeline": "'bench'", "as_of": "'2024-01-01 00:00+00'", "model_version": "'bench'",
         "run_id": f"'{uuid.uuid4().hex}'", "created_at": "'2024-01-01 00:00+00'",
@@ -183,42 +204,47 @@ def main() -> None:
         ADD_KEY,
     ]
     attach = f"alter table bench_floor_p attach partition bench_floor_t {bound('2024-01-01')}"
-    partition_cases: dict[str, tuple[list[str], list[Step]]] = {
+    return {
         "partitioned: next as-of attached (nightly)": (partitioned, [*load, attach]),
         "partitioned: the as-of's partition replaced (re-run)": (
             rerun,
             [*load, "drop table bench_floor_p_cur", attach],
         ),
     }
-    replaces: dict[str, list[Step]] = {
-        "replace the as-of: DELETE + INSERT ... SELECT": [
-            f"delete from bench_floor_t where {same_as_of}",
-            "insert into bench_floor_t select 'bench', series_id, timestamptz '2024-01-01 00:00+00', ts, "
-            "yhat, yhat_lower, yhat_upper, 'v2', 'r', now() from bench_floor_stage",
-        ],
-        "replace the as-of: UPDATE ... FROM staging": [
-            "update bench_floor_t set yhat = s.yhat, yhat_lower = s.yhat_lower, yhat_upper = s.yhat_upper, "
-            "model_version = 'v2', run_id = 'r', created_at = now() from bench_floor_stage s "
-            f"where bench_floor_t.{same_as_of.replace(' and as_of', ' and bench_floor_t.as_of')} "
-            "and bench_floor_t.series_id = s.series_id and bench_floor_t.ts = s.ts",
-        ],
-    }
-    with psycopg.connect(LIBPQ_URL) as conn:
+
+
+def measure(conn: psycopg.Connection, payload: bytes, repeat: int, n_rows: int) -> dict[str, list[float]]:
+    """Every case `repeat` times, in turn -> seconds of each run per case, in the order printed."""
+    keyed = [*fresh_table(), ADD_KEY]
+    cases = plain_cases(keyed)
+    staged, replaces = replace_cases()
+    partitioned = partition_cases(n_rows)
+    results: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for name, (setup, timed) in cases.items():
+            results.setdefault(name, []).append(run_case(conn, payload, setup, timed))
+        for name, timed in replaces.items():
+            run_case(conn, payload, keyed, [None])  # the as-of as the nightly publish left it
+            results.setdefault(name, []).append(run_case(conn, payload, staged, timed))
+        for name, (setup, timed) in partitioned.items():
+            results.setdefault(name, []).append(run_case(conn, payload, setup, timed))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=480_000)
+    args = parser.parse_args()
+    payload = encoded_rows(args.rows)
+    with psycopg.connect(libpq_url()) as conn:
         try:
-            run_case(conn, payload, fresh, [None])  # the rows the previous as-of is made of
+            run_case(conn, payload, fresh_table(), [None])  # the rows the previous as-of is made of
             with conn.cursor() as cur:
                 cur.execute("drop table if exists bench_floor_prev")
                 cur.execute("alter table bench_floor_t rename to bench_floor_prev")
             conn.commit()
-            results: dict[str, list[float]] = {}
-            for _ in range(args.repeat):
-                for name, (setup, timed) in cases.items():
-                    results.setdefault(name, []).append(run_case(conn, payload, setup, timed))
-                for name, timed in replaces.items():
-                    run_case(conn, payload, keyed, [None])  # the as-of as the nightly publish left it
-                    results.setdefault(name, []).append(run_case(conn, payload, staged, timed))
-                for name, (setup, timed) in partition_cases.items():
-                    results.setdefault(name, []).append(run_case(conn, payload, setup, timed))
+            results = measure(conn, payload, args.repeat, args.rows)
             shared = {key: shared_table(conn, key) for key in (KEY, OLD_KEY)}
         finally:
             with conn.cursor() as cur:

@@ -5,25 +5,23 @@ the first as-of, the next as-of (the nightly case) and that as-of again with eve
 prints for each publish its statements in order with the seconds each took (the binary COPY as one step),
 then the commit. Statements under 5 ms are summed into one line.
 
-Run from the repository root, with PostgreSQL on 127.0.0.1:5432:
-    .venv/bin/python benchmarks/publish_statements.py
+Run from the repository root (PostgreSQL at $LSTMCAST_BENCH_PG_URL, else the local test database):
+    .venv/bin/python -m benchmarks.publish_statements
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 import uuid
-from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import tasks.publish
-from benchmarks.publish_load import AS_OF, PG_URL, forecast_frame, run_record
+import tasks.publish.copy
+from benchmarks.common import pg_url
+from benchmarks.publish_load import AS_OF, forecast_frame, run_record
 from tasks.publish import write_forecasts
 
 SHORT_S = 0.005
@@ -56,7 +54,7 @@ class Steps:
         def commit(conn):
             self.begin("COMMIT", -1)
 
-        real_copy = tasks.publish._copy_arrow
+        real_copy = tasks.publish.copy.copy_arrow
 
         def copy(raw, table, data, freeze=False):
             options = ", FREEZE" if freeze else ""
@@ -64,7 +62,7 @@ class Steps:
             real_copy(raw, table, data, freeze)
             self.end(-2)
 
-        tasks.publish._copy_arrow = copy
+        tasks.publish.copy.copy_arrow = copy
 
     def report(self, total: float) -> list[str]:
         if -1 in self.started:  # the commit ends when write_forecasts returns
@@ -78,6 +76,8 @@ class Steps:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options: --help only
+    url = pg_url()
     steps = Steps()
     steps.install()
     n_rows = 480_000
@@ -88,7 +88,7 @@ def main() -> None:
         ("next as-of (nightly)", nightly, night, "bench"),
         ("same as-of, every value new", nightly.assign(yhat=nightly["yhat"] + 1.0), night, "bench-2"),
     ]
-    engine = sa.create_engine(PG_URL)
+    engine = sa.create_engine(url)
     engine.connect().close()
     suffix = uuid.uuid4().hex[:8]
     try:
@@ -97,7 +97,7 @@ def main() -> None:
             for name, frame, as_of, version in cases:
                 run = run_record(uuid.uuid4().hex, version, as_of)
                 started = time.perf_counter()
-                write_forecasts(PG_URL, table, runs, frame, run, partitioned=partitioned)
+                write_forecasts(url, table, runs, frame, run, partitioned=partitioned)
                 total = time.perf_counter() - started
                 print(f"{layout}, {name}: {total:.3f} s")
                 print("\n".join(steps.report(total)))
