@@ -599,8 +599,8 @@ CASES = [
     Case("read_only_output_sqlite", read_only_sqlite, sa.exc.OperationalError,
          r"\(sqlite3.OperationalError\) attempt to write a readonly database" + SA_ERROR),
     Case("disk_full_in_extract", disk_full_in_extract, OSError,
-         r"\[Errno 28\] cannot write {work}/sensors/store/\.fresh\.[0-9a-f]{32}/\.2016-07\.[0-9a-f]{32}"
-         r"\.tmp: No space left on device", check=extract_left_no_file),
+         r"\[Errno 28\] cannot write {work}/sensors/store/\.fresh\.[0-9a-f]{32}/"
+         r"\.2016-07\.parquet\.[0-9a-f]{32}\.tmp: No space left on device", check=extract_left_no_file),
     Case("disk_full_in_clean", disk_full_in_clean, OSError,
          r"\[Errno 28\] cannot write {run}/history\.parquet: No space left on device",
          check=clean_left_no_file),

@@ -430,7 +430,9 @@ def test_publish_task_refuses_nan(sensor_cfg, tmp_path):
     frame = forecasts()
     frame.iloc[2, 2] = float("nan")
     frame.to_parquet(path)
-    with pytest.raises(ValueError, match=r"fc.parquet holds NaN forecasts; nothing was published"):
+    with pytest.raises(
+        ValueError, match=r"^1 forecasts have NaN yhat \(first: series 'a'\); nothing was published$"
+    ):
         publish.fn(sensor_cfg(), str(path), record(sensor_cfg()))
 
 
