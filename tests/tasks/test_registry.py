@@ -15,6 +15,7 @@ from tasks.registry import (
     WARM_START,
     ModelVersion,
     config_hash,
+    decide_champion,
     decide_plan,
     drift_score,
     run_plan_training,
@@ -247,3 +248,16 @@ def test_the_same_model_trained_twice_is_the_same_version(cfg, history):
     first, second = run_train(cfg, history), run_train(cfg, history)
     assert first.model_version == second.model_version and first.checkpoint_path == second.checkpoint_path
     assert run_train(with_training(cfg, seed=3), history).model_version != first.model_version
+
+
+def test_decide_champion_promotes_only_a_strictly_better_challenger():
+    champion = ModelVersion("lstm-a", AS_OF[0], "trained", None, "a.pt", "h", 0.9, "champion")
+    first = decide_champion("lstm-b", 0.8, None, None)
+    assert first.promoted and first.message == "lstm-b is the first champion (holdout MASE 0.8000)"
+    lost = decide_champion("lstm-b", 0.9, champion, 0.9)
+    assert not lost.promoted
+    assert lost.message == ("challenger lstm-b (holdout MASE 0.9000) does not beat champion lstm-a (0.9000)")
+    assert decide_champion("lstm-b", 0.89, champion, 0.9).promoted
+    stale = decide_champion("lstm-b", 5.0, champion, None)
+    assert stale.promoted
+    assert stale.message == "lstm-b replaces lstm-a, which cannot forecast the current series"

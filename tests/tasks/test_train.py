@@ -11,11 +11,12 @@ import types
 import pandas as pd
 
 import lstm_model.train as lstm_train
+from lstm_model.train import TrainingFailed
 from tasks.clean import clean
 from tasks.config import parse_config
 from tasks.extract import extract
 from tasks.forecast import forecast_series
-from tasks.train import reproducibility, train
+from tasks.train import fallback_message, reproducibility, train
 from tests.helpers import sensor_config_dict
 
 
@@ -101,3 +102,17 @@ def test_a_fit_the_cap_stops_is_logged_as_not_reproducible(sensor_cfg, caplog):
         "training stopped by time (training.time_budget_s = 1e-06 s) after 1 epochs, not reproducible: "
         "the same data and seed train further on a less busy machine"
     ]
+
+
+def test_only_a_failed_fit_falls_back_and_only_when_the_config_says_so(tmp_path):
+    def cfg(on_failure: str):
+        settings = sensor_config_dict("sqlite:///x.db", tmp_path, training={"on_failure": on_failure})
+        return parse_config(settings)
+
+    diverged = TrainingFailed("training loss became nan in epoch 1; try a lower training.learning_rate")
+    assert fallback_message(cfg("fallback"), diverged, "recent_median") == (
+        "training failed (training loss became nan in epoch 1; try a lower training.learning_rate); "
+        "training.on_failure = 'fallback': publishing the recent_median forecast"
+    )
+    assert fallback_message(cfg("fail"), diverged, "recent_median") is None
+    assert fallback_message(cfg("fallback"), ValueError("a bug"), "recent_median") is None
