@@ -26,8 +26,10 @@ from flows.runners import task_runner
 from tasks.cache import cached
 from tasks.clean import CleanResult, clean
 from tasks.config import PipelineConfig, load_config
+from tasks.errors import AsOfError
 from tasks.extract import extract, resolve_as_of
 from tasks.forecast import ForecastResult, forecast_group, merge_forecasts, series_groups
+from tasks.parsing import parse_as_of
 from tasks.publish import publish
 from tasks.registry import REUSE, WARM_START, Selection, plan_training, register, reuse_champion
 from tasks.report import report
@@ -57,7 +59,12 @@ def name_run_after(as_of: str) -> None:
 def nightly_run_name() -> str:
     """`nightly-<as-of date>`; until the as-of is known (the latest data), the scheduled date."""
     as_of = flow_run.parameters.get("as_of")
-    day = pd.Timestamp(as_of) if as_of else pd.Timestamp(flow_run.scheduled_start_time or datetime.now(UTC))
+    try:
+        day = (
+            parse_as_of(as_of) if as_of else pd.Timestamp(flow_run.scheduled_start_time or datetime.now(UTC))
+        )
+    except AsOfError:  # not a timestamp: the run is named by its date and fails in resolve_as_of, saying so
+        day = pd.Timestamp(flow_run.scheduled_start_time or datetime.now(UTC))
     return f"nightly-{day:%Y-%m-%d}"
 
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
@@ -15,24 +12,16 @@ from rich.console import Console
 from rich.table import Table
 
 from lstmcast.demo import DEMO_RUNS, build_demo_db, demo_file
-from tasks.errors import UserError
+from lstmcast.failures import DEBUG_ENV, flow_result, user_errors
 
-if TYPE_CHECKING:
-    from uuid import UUID
-
-    from prefect.states import State
 
 app = typer.Typer(
     help="lstmcast: nightly LSTM forecasts from your SQL database, orchestrated by Prefect.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # a bug's traceback must not print the config's database URLs
 )
 console = Console()
-err_console = Console(stderr=True)
-
-DEBUG_ENV = "LSTMCAST_DEBUG"
-USER_ERROR_EXIT = 2  # the code of a run stopped by the user's config, source, data or as-of
-TASK_STATE_WAIT = 10.0  # seconds to wait for the failed task run's state to reach the API
 
 Debug = Annotated[
     bool,
@@ -42,120 +31,6 @@ Debug = Annotated[
         help="Show the traceback of a config, source, data or as-of error too, not only its message.",
     ),
 ]
-
-
-class _HideUserErrorTraceback(logging.Filter):
-    """Drops the traceback from a console log record whose exception is the user's: the message line says
-    what to fix. The run loggers' API handler formats the record before it propagates to the console, so
-    the Prefect run keeps the traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], UserError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-@contextmanager
-def _console_without_user_tracebacks() -> Iterator[None]:
-    """Prefect's console handlers, here and in whatever logger carries one, filtered while inside."""
-    from prefect.logging.configuration import ensure_logging_setup
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    ensure_logging_setup()
-    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-    handlers = {
-        h
-        for lg in loggers
-        if isinstance(lg, logging.Logger)
-        for h in lg.handlers
-        if isinstance(h, PrefectConsoleHandler)
-    }
-    hide = _HideUserErrorTraceback()
-    for handler in handlers:
-        handler.addFilter(hide)
-    try:
-        yield
-    finally:
-        for handler in handlers:
-            handler.removeFilter(hide)
-
-
-class _StageFailed(Exception):
-    """A user's error with the stage it stopped, known only from the flow run it failed."""
-
-    def __init__(self, stage: str, error: UserError) -> None:
-        super().__init__(stage, error)
-        self.stage, self.error = stage, error
-
-
-def _stop(stage: str, error: UserError) -> NoReturn:
-    err_console.print(
-        f"error: {stage} failed: {error}", style="red", markup=False, highlight=False, soft_wrap=True
-    )
-    err_console.print(f"(run with --debug or {DEBUG_ENV}=1 for the traceback)", markup=False, highlight=False)
-    raise typer.Exit(code=USER_ERROR_EXIT)
-
-
-@contextmanager
-def _user_errors(debug: bool, stage: str) -> Iterator[None]:
-    """A user's error raised inside ends the command with its message and exit code 2, and Prefect's console
-    logs leave out its traceback; `stage` says what failed unless the error names its own stage. With
-    `debug`, nothing changes: the traceback shows, as for any bug."""
-    if debug:
-        yield
-        return
-    with _console_without_user_tracebacks():
-        try:
-            yield
-        except _StageFailed as failed:
-            _stop(failed.stage, failed.error)
-        except UserError as exc:
-            _stop(stage, exc)
-
-
-def _failed_task(flow_run_id: UUID) -> str | None:
-    """The stage (task name) of the flow run's last failed task run; None when no task failed.
-
-    Task run states reach the API as events, recorded a moment after the flow run returns, so a run that
-    shows no failed task is asked again until `TASK_STATE_WAIT` has passed."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterId,
-        TaskRunFilter,
-        TaskRunFilterState,
-        TaskRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import TaskRunSort
-
-    runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-    failed = TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.FAILED])))
-    deadline = time.monotonic() + TASK_STATE_WAIT
-    with get_client(sync_client=True) as client:
-        while True:
-            found = client.read_task_runs(
-                flow_run_filter=runs, task_run_filter=failed, sort=TaskRunSort.END_TIME_DESC, limit=1
-            )
-            if found:
-                # task run names are `<task name>-<key>`, e.g. extract-a1b or backtest_fold-2
-                return found[0].name.rsplit("-", 1)[0]
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.2)
-
-
-def _flow_result(flow_name: str, state: State, debug: bool) -> Any:
-    """The flow run's result. A user's error that failed it is raised as `_StageFailed` with the task that
-    failed (or the flow, when no task did), except with `debug`, which raises the error itself."""
-    if state.is_failed() and not debug:
-        error = state.result(raise_on_failure=False)
-        if isinstance(error, UserError):
-            task = _failed_task(state.state_details.flow_run_id)
-            stage = f"stage {task!r}" if task else f"flow {flow_name!r}"
-            raise _StageFailed(stage, error) from error
-    return state.result()
 
 
 def _print_summary(result: dict[str, Any]) -> None:
@@ -191,13 +66,21 @@ def run(
     debug: Debug = False,
 ) -> None:
     """Run the nightly forecast flow once for one pipeline config."""
-    from flows.nightly import nightly_flow, nightly_forecast
     from tasks.config import load_config
+    from tasks.parsing import parse_as_of
 
-    with _user_errors(debug, "stage 'config'"):
-        flow = nightly_flow(load_config(config))
-        state = flow(str(config), as_of, return_state=True)
-        _print_summary(_flow_result(nightly_forecast.name, state, debug))
+    # Checked before the flow's imports take their seconds; the as-of also before a run is named after it.
+    if as_of is not None:
+        with user_errors(debug, "stage 'resolve_as_of'"):
+            parse_as_of(as_of)
+    with user_errors(debug, "stage 'config'"):
+        cfg = load_config(config)
+
+    from flows.nightly import nightly_flow, nightly_forecast
+
+    with user_errors(debug, f"flow {nightly_forecast.name!r}"):
+        state = nightly_flow(cfg)(str(config), as_of, return_state=True)
+        _print_summary(flow_result(nightly_forecast.name, state, debug))
 
 
 @app.command()
@@ -216,12 +99,14 @@ def ingest(
     """Run only the extract stage (incremental when the config says so) and print its throughput."""
     # The task function, not a flow: no Prefect server is started, so the seconds printed are the extract's.
     from tasks.config import load_config
-    from tasks.extract import last_timestamp, run_extract
     from tasks.parsing import parse_as_of
 
-    with _user_errors(debug, "stage 'config'"):
+    with user_errors(debug, "stage 'config'"):
         cfg = load_config(config)
-    with _user_errors(debug, "stage 'extract'"):
+
+    from tasks.extract import last_timestamp, run_extract
+
+    with user_errors(debug, "stage 'extract'"):
         when = parse_as_of(as_of) if as_of is not None else last_timestamp(cfg.source.url, cfg.source)
         result = run_extract(cfg, when)
     rate = result.rows_read / result.seconds if result.seconds > 0 else 0.0
@@ -292,7 +177,7 @@ def backfill(
     except ValueError as exc:
         console.print(f"invalid backfill: {exc}", style="red", markup=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
-    with _user_errors(debug, "stage 'config'"):
+    with user_errors(debug, "stage 'config'"):
         load_config(config)  # before the progress bar, so that a config error stops the command at once
     failure: BackfillFailed | None = None
     columns = (TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -302,7 +187,7 @@ def backfill(
         def date_done(outcome: dict[str, Any]) -> None:
             progress.update(bar, advance=1, description=f"{outcome['as_of']}: {outcome['status']}")
 
-        with on_date_done(date_done), _user_errors(debug, f"flow {backfill_forecasts.name!r}"):
+        with on_date_done(date_done), user_errors(debug, f"flow {backfill_forecasts.name!r}"):
             try:
                 summary = backfill_forecasts(str(config), start, end, every, concurrency)
             except BackfillFailed as exc:
@@ -378,10 +263,10 @@ def demo(
     for name, as_of in DEMO_RUNS:
         path = demo_file(name)
         console.rule(f"pipeline {path.stem} ({path})")
-        with _user_errors(debug, "stage 'config'"):
+        with user_errors(debug, "stage 'config'"):
             cfg = load_config(path)
             state = nightly_forecast(str(path), as_of, return_state=True)
-            result = _flow_result(nightly_forecast.name, state, debug)
+            result = flow_result(nightly_forecast.name, state, debug)
         _print_summary(result)
         rows, nan = _check_output(cfg.output.url, cfg.output.table, cfg.name, result["as_of"])
         expected = result["series_forecast"] * cfg.forecast.horizon

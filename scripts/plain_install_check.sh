@@ -19,4 +19,5 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"  # the installed package, not the checkout, and its data files
 PREFECT_SERVER_ANALYTICS_ENABLED=false "$OLDPWD/$venv/bin/lstmcast" demo --db-url "sqlite:///$work/demo.db"
+rm -rf "$OLDPWD/build"  # what setuptools left building the wheel
 echo "plain install check: the SQLite demo ran from 'pip install .' without the postgres extra"

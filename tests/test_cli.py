@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from lstmcast.cli import DEBUG_ENV, app
 from lstmcast.demo import DEMO_RUNS, build_demo_db, demo_file
 from tasks.config import load_config
+from tasks.errors import AsOfError
 from tests.helpers import sensor_config_dict, sensor_slice, write_table
 
 runner = CliRunner()
@@ -97,7 +98,7 @@ def test_help_documents_every_command():
     for command in ("run", "ingest", "backfill", "serve", "demo"):
         assert command in out.output
     run_help = runner.invoke(app, ["run", "--help"]).output
-    assert "--config" in run_help and "--as-of" in run_help
+    assert "--config" in run_help and "--as-of" in run_help and "--debug" in run_help
 
 
 def test_run_command_prints_backtest_summary(sensor_db, tmp_path):
@@ -217,7 +218,7 @@ def test_ingest_debug_raises_the_error_itself(sensor_db, tmp_path):
     path = write_config(tmp_path, sensor_db)
     out = runner.invoke(app, ["ingest", "-c", str(path), "--as-of", "yesterday", "--debug"])
     assert out.exit_code == 1
-    assert type(out.exception).__name__ == "AsOfError"
+    assert isinstance(out.exception, AsOfError)
     assert "error:" not in out.output
 
 
