@@ -14,7 +14,6 @@ from rich.table import Table
 from lstmcast.demo import DEMO_RUNS, build_demo_db, demo_file
 from lstmcast.failures import DEBUG_ENV, flow_result, user_errors
 
-
 app = typer.Typer(
     help="lstmcast: nightly LSTM forecasts from your SQL database, orchestrated by Prefect.",
     no_args_is_help=True,
