@@ -21,4 +21,10 @@ if [ "$rc" -eq 5 ]; then
   echo "scripts/test.sh: pytest collected no tests (exit 5); treated as success outside CI" >&2
   exit 0
 fi
+if [ "$rc" -eq 0 ]; then
+  case "${CI:-}" in
+    # the demo from a plain `pip install .` without the postgres extra, as a slim image installs it
+    [Tt][Rr][Uu][Ee] | 1) bash scripts/plain_install_check.sh || exit $? ;;
+  esac
+fi
 exit "$rc"
