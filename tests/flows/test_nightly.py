@@ -19,7 +19,7 @@ from tasks.validate import GateFailed
 from tests.helpers import seasonal_frame, sensor_config_dict, write_table
 
 STAGES = {
-    "resolve_as_of", "extract", "clean", "folds", "backtest_fold", "summarize_backtest", "gate",
+    "resolve_as_of", "extract", "clean", "plan_folds", "backtest_fold", "summarize_backtest", "gate",
     "plan_training", "train", "register", "forecast_group", "merge_forecasts", "publish", "score", "report",
 }  # fmt: skip
 
