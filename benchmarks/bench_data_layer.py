@@ -5,7 +5,7 @@ Builds (once; reused while it holds the right row count) a 5,000,000-row table i
 Each reader then runs in its own subprocess, so the peak RSS reported (ru_maxrss of that process) is its
 own, imports included:
 
-- lstmcast extract: `extract_to_parquet` with `incremental = false`, i.e. a full read of the table through
+- lstmcast extract: `run_extract` with `incremental = false`, i.e. a full read of the table through
   ADBC (COPY binary into Arrow batches) into the month-partitioned Parquet folder;
 - the ADBC driver alone on the same statement, its Arrow batches discarded: the client's share any extract
   through the driver pays (and the CPU of the server's backend, read from /proc for a local server);

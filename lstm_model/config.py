@@ -1,7 +1,7 @@
 """Model and training configuration: the one definition of each setting's name, type, default and range.
 
 Frozen and validated on construction, so a bad value fails before any data is loaded. The pipeline's TOML
-sections [model] and [training] are generated from these fields (tasks.config), so the defaults here are
+sections [model] and [training] are generated from these fields (tasks.sections), so the defaults here are
 the pipeline's defaults, and every message names a setting by its TOML key (`forecast.lookback`,
 `model.hidden_size`, `training.max_epochs`), where users set it.
 """
@@ -96,7 +96,7 @@ class ModelConfig:
     """Architecture of the LSTM forecaster; everything needed to rebuild it from a checkpoint.
 
     `lookback` and `horizon` are the pipeline's `forecast.lookback` and `forecast.horizon`; a pipeline's
-    `model.patch_len` defaults to "auto" (one season per segment, tasks.config.auto_patch_len)."""
+    `model.patch_len` defaults to "auto" (one season per segment, tasks.sections.auto_patch_len)."""
 
     lookback: int
     horizon: int

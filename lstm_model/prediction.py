@@ -24,7 +24,7 @@ class Runner:
     """Forward passes on one device and precision, over batches gathered from a WindowSource: training,
     validation and prediction all feed the model through it, so they see the same inputs."""
 
-    def __init__(self, model: LSTMForecaster, source: WindowSource, device: torch.device, bf16: bool):
+    def __init__(self, model: LSTMForecaster, source: WindowSource, device: torch.device, bf16: bool) -> None:
         self.model, self.source, self.device, self.bf16 = model, source, device, bf16
         self.embeds = model.embedding is not None
 

@@ -302,7 +302,7 @@ class _EarlyStopping:
     """The best weights so far (epoch 0, the model before training, included), and how many epochs in a
     row have not beaten them."""
 
-    def __init__(self, initial_val: float, model: nn.Module):
+    def __init__(self, initial_val: float, model: nn.Module) -> None:
         self.best_val, self.best_epoch, self.bad_epochs = initial_val, 0, 0
         self.best_state = _snapshot(model)
         # Divergence is judged against trained epochs only: a near-perfect linear start is no reason to

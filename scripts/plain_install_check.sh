@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 venv=.venv-plain
+had_build="$([ -e build ] && echo yes || true)"
 rm -rf "$venv"
 "$PYTHON" -m venv "$venv"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -19,5 +20,5 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"  # the installed package, not the checkout, and its data files
 PREFECT_SERVER_ANALYTICS_ENABLED=false "$OLDPWD/$venv/bin/lstmcast" demo --db-url "sqlite:///$work/demo.db"
-rm -rf "$OLDPWD/build"  # what setuptools left building the wheel
+[ -n "$had_build" ] || rm -rf "$OLDPWD/build"  # what setuptools left building the wheel
 echo "plain install check: the SQLite demo ran from 'pip install .' without the postgres extra"

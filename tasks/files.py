@@ -20,7 +20,7 @@ from tasks._log import warn_once
 from tasks.config import PipelineConfig
 
 # errors of a file system that cannot hard-link these files: across devices, not allowed, not supported
-_NO_LINKS = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP})
+_NO_LINKS = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
 
 def pipeline_dir(cfg: PipelineConfig) -> Path:

@@ -122,7 +122,7 @@ def copy_forecasts(
     conn: sa.Connection, table: sa.Table, forecasts: pd.DataFrame, ctx: PublishContext
 ) -> bool:
     """Every column of the forecast rows by COPY straight into `table` (a first publish of an as-of into
-    a plain table: half the cost of staging, then INSERT ... SELECT). Returns False where COPY does not
+    a plain table: one pass instead of staging, then INSERT ... SELECT). Returns False where COPY does not
     apply (other drivers)."""
     raw = psycopg_connection(conn) if conn.dialect.name == "postgresql" else None
     if raw is None:

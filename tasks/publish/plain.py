@@ -60,11 +60,12 @@ def upsert_forecasts(
 ) -> int:  # fmt: skip
     """Make the rows of (pipeline, as_of) equal to the staged set; returns the rows written.
 
-    A first publish of the as-of (`existing` == 0, counted under `lock_as_of`) is one INSERT ... SELECT, and a
-    re-publish deletes the rows that were dropped or changed, then inserts the staged rows whose key is
-    not there any more: unchanged rows are not rewritten and keep the run that first wrote them. Unlike
-    INSERT ... ON CONFLICT, it works the same on every dialect and rewrites only what changed. A key that
-    appeared anyway fails the primary key and the transaction; it never duplicates.
+    A first publish of the as-of (`existing` == 0, counted under the as-of's lock, taken first in the
+    transaction) is one INSERT ... SELECT, and a re-publish deletes the rows that were dropped or
+    changed, then inserts the staged rows whose key is not there any more: unchanged rows are not
+    rewritten and keep the run that first wrote them. Unlike INSERT ... ON CONFLICT, it works the same
+    on every dialect and rewrites only what changed. A key that appeared anyway fails the primary key
+    and the transaction; it never duplicates.
     """
     constants = {c: sa.literal(v, table.c[c].type) for c, v in ctx.constants().items()}
     columns = [c.name for c in table.columns]
