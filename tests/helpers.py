@@ -27,10 +27,6 @@ def forecast_all(
     return run_merge_forecasts(cfg, history, parts, 0.0)
 
 
-def read_forecast(result: ForecastResult) -> pd.DataFrame:
-    return pd.read_parquet(result.path)
-
-
 def sensor_slice(hours: int = 400, sensors: tuple[str, ...] = ("OT", "HUFL", "HULL")) -> pd.DataFrame:
     """The first `hours` of a few ETTh1 sensors (CC BY-ND 4.0, Zhou et al. 2021), long format."""
     frame = sensor_frame()
