@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect.schedules import Cron
 from prefect.types.entrypoint import EntrypointType
 
+from deployments.alerts import pipeline_of, pipeline_tag
 from flows.nightly import nightly_forecast
 
 NIGHTLY_CRON = "30 2 * * *"  # 02:30, after the usual midnight loads have landed
@@ -20,7 +21,8 @@ def nightly_deployment(
         name=name or f"nightly-{Path(config_path).stem}",
         schedules=[Cron(cron, timezone=timezone)],
         parameters={"config_path": str(config_path), "as_of": None},
-        tags=["lstmcast", "nightly"],
+        # the pipeline's tag is what its alerts (deployments/alerts.py) match runs on
+        tags=["lstmcast", "nightly", pipeline_tag(pipeline_of(config_path))],
         # The installed module, not a file path relative to the working directory of `serve`.
         entrypoint_type=EntrypointType.MODULE_PATH,
     )

@@ -1,7 +1,7 @@
 """The nightly forecast flow.
 
-extract -> clean -> backtest folds -> gate -> plan training -> train + register (or reuse the champion)
--> forecast groups -> publish -> score earlier forecasts -> report.
+extract -> clean -> leakage guard -> backtest folds -> gate -> plan training -> train + register (or reuse
+the champion) -> forecast groups -> publish -> score earlier forecasts -> report -> prune (retention).
 
 The stages after extract are cached on their inputs (tasks/cache.py), so re-running a failed run with
 the same as-of resumes where it stopped. Backtest folds and forecast groups are separate tasks: on a
@@ -30,6 +30,7 @@ from tasks.errors import AsOfError
 from tasks.extract import extract, resolve_as_of
 from tasks.forecast import ForecastResult, forecast_group, merge_forecasts, series_groups
 from tasks.parsing import parse_as_of
+from tasks.prune import prune
 from tasks.publish import publish
 from tasks.registry import REUSE, WARM_START, Selection, plan_training, register, reuse_champion
 from tasks.report import report
@@ -42,6 +43,7 @@ from tasks.validate import (
     ValidateResult,
     backtest_fold,
     gate,
+    guard_covariates,
     plan_folds,
     summarize_backtest,
 )
@@ -90,6 +92,7 @@ def nightly_forecast(config_path: str, as_of: str | None = None, full_read: bool
         name_run_after(as_of_iso)
     extracted = extract(cfg, as_of_iso)
     cleaned = cached(clean)(cfg, extracted.path, as_of_iso)
+    guard_covariates(cfg, cleaned.history_path)
     backtest = run_backtest(cfg, cleaned.history_path)
     decision = gate(cfg, backtest.summary)
     if decision.fail:
@@ -109,6 +112,7 @@ def nightly_forecast(config_path: str, as_of: str | None = None, full_read: bool
     scored = score(cfg, cleaned.history_path)
     summary = run_summary(cfg, outcome, published, scored)
     report(cfg, summary, backtest.path, cleaned.quality_path, cleaned.history_path, forecasts.path)
+    prune(cfg, as_of_iso)  # last: retention.keep measured from this run's as-of; off without it
     if outcome.fallback is not None:
         return Completed(name=FALLBACK, message=outcome.fallback, data=summary)
     return summary

@@ -1,4 +1,4 @@
-"""Command line: `lstmcast run`, `ingest`, `backfill`, `serve`, `demo`."""
+"""Command line: `lstmcast run`, `ingest`, `backfill`, `prune`, `export`, `serve`, `demo`."""
 
 from __future__ import annotations
 
@@ -117,6 +117,33 @@ def ingest(
     )
 
 
+@app.command()
+def prune(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Pipeline TOML file.", exists=True, dir_okay=False)
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Change nothing; list what would go.")] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Measure retention.keep from this as-of (default: the newest run's)."),
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Remove forecasts, runs, run folders and old checkpoints older than the config's retention.keep."""
+    from tasks.config import load_config
+    from tasks.parsing import parse_as_of
+
+    with user_errors(debug, "stage 'config'"):
+        cfg = load_config(config)
+
+    from tasks.prune import run_prune
+
+    with user_errors(debug, "stage 'prune'"):
+        result = run_prune(cfg, parse_as_of(as_of).isoformat() if as_of is not None else None, dry_run)
+    for line in result.lines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def _print_backfill(summary: dict[str, Any]) -> None:
     import pandas as pd
     from rich.markup import escape
@@ -196,6 +223,42 @@ def backfill(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def export(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Pipeline TOML file.", exists=True, dir_okay=False)
+    ],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Where to write the ONNX file.", dir_okay=False)],
+    version: Annotated[
+        str | None, typer.Option("--version", help="Model version (default: the pipeline's champion).")
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Export a registered model to ONNX, with its inputs, settings and scaler statistics as metadata."""
+    from lstm_model.onnx_export import MissingOnnx, require_onnx
+    from lstmcast.failures import USER_ERROR_EXIT, err_console
+    from tasks.config import load_config
+
+    try:
+        require_onnx()  # before the config and the registry: the first thing to fix
+    except MissingOnnx as exc:
+        err_console.print(f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=USER_ERROR_EXIT) from None
+    with user_errors(debug, "stage 'config'"):
+        cfg = load_config(config)
+
+    from tasks.export import run_export
+
+    with user_errors(debug, "export"):
+        exported = run_export(cfg, onnx, version)
+    model = exported.model
+    console.print(
+        f"exported {exported.pipeline} model {model.version} ({model.status}, as of {model.as_of}) "
+        f"to {exported.path}",
+        soft_wrap=True,
+    )
+
+
 def _check_output(url: str, table: str, pipeline: str, as_of: str) -> tuple[int, int]:
     """Rows and NaN forecasts for one as-of, read back from the output database."""
     from tasks.parsing import utc
@@ -240,6 +303,32 @@ def serve(
     # Absolute, so that runs find the config whatever the working directory of the process serving them.
     deployments = pipeline_deployments(str(config.resolve()), cron or NIGHTLY_CRON, timezone)
     serve_deployments(*deployments, limit=limit)
+
+
+alerts_app = typer.Typer(help="Prefect automations that notify about the nightly runs.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.command("create")
+def alerts_create(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Pipeline TOML file.", exists=True, dir_okay=False)
+    ],
+    debug: Debug = False,
+) -> None:
+    """Create (or replace) the pipeline's automations: a run that ends Failed, Crashed, GateFailed or
+    CompletedWithFallback, and no completed run `alerts.deadline` after one was due, notify `alerts.block`."""
+    from tasks.config import load_config
+
+    with user_errors(debug, "stage 'config'"):
+        cfg = load_config(config)
+
+    from deployments.alerts import automation_names, create_alerts
+
+    with user_errors(debug, "alerts"):
+        create_alerts(cfg)
+    for name in automation_names(cfg.name):
+        console.print(f"automation '{name}' -> block '{cfg.alerts.block}'", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -20,11 +20,13 @@ from lstm_model.config import ModelConfig, TrainConfig
 from tasks.errors import UserError
 from tasks.sections import (
     PIPELINE_NAME,
+    AlertsSection,
     DataConfig,
     ForecastConfig,
     ModelSection,
     OutputConfig,
     RegistrySection,
+    RetentionSection,
     ScaleSection,
     Section,
     SourceConfig,
@@ -71,6 +73,8 @@ class PipelineConfig(Section):
     output: OutputConfig = OutputConfig()
     registry: RegistrySection = RegistrySection()
     scale: ScaleSection = ScaleSection()
+    retention: RetentionSection = RetentionSection()
+    alerts: AlertsSection = AlertsSection()
 
     @field_validator("name")
     @classmethod

@@ -92,6 +92,8 @@ class SourceConfig(Section):
     target: str = "value"
     covariates: tuple[str, ...] = ()
     future_covariates: tuple[str, ...] = ()
+    # future covariates the leakage guard lets through: a person checked they are plans, known in advance
+    checked_covariates: tuple[str, ...] = ()
     # Incremental extract: rows newer than the last run's watermark, plus this much before it again so
     # that late-arriving rows are picked up (a pandas Timedelta string such as "2D" or "6h").
     incremental: bool = True
@@ -144,6 +146,16 @@ class SourceConfig(Section):
             if name in seen:
                 raise ValueError(f"column {name!r} is used as both {seen[name]} and {role}")
             seen[name] = role
+        return self
+
+    @model_validator(mode="after")
+    def _checked_are_future_covariates(self) -> SourceConfig:
+        for name in self.checked_covariates:
+            if name not in self.future_covariates:
+                raise ValueError(
+                    f"source.checked_covariates entry {name!r} is not one of source.future_covariates "
+                    f"{list(self.future_covariates)}"
+                )
         return self
 
     def column_roles(self) -> list[tuple[str, str]]:
@@ -317,6 +329,60 @@ class ScaleSection(Section):
     dask_address: str | None = None
     dask_workers: int | None = Field(default=None, ge=1)
     forecast_groups: int = Field(default=1, ge=1)
+
+
+class RetentionSection(Section):
+    """What `lstmcast prune` and the nightly run's last task remove: a pipeline's outputs whose as-of is
+    older than the run's as-of minus `keep` (measured from the as-of, so a backfill prunes only what is
+    older than the dates it forecasts). Without `keep`, nothing is pruned."""
+
+    keep: str | None = None  # a pandas Timedelta string such as "400D"
+    accuracy: bool = False  # the accuracy history is kept unless this asks for it to be pruned too
+
+    @model_validator(mode="after")
+    def _keep(self) -> Self:
+        if self.keep is None:
+            return self
+        try:
+            window = pd.Timedelta(self.keep)
+        except ValueError:
+            window = pd.NaT
+        # a bare number parses as nanoseconds, never what a retention period means
+        if pd.isna(window) or not re.search(r"[A-Za-z]", self.keep):
+            raise ValueError(
+                f"retention.keep must be a duration with a unit such as '400D' or '12h', got {self.keep!r}"
+            )
+        if window <= pd.Timedelta(0):
+            raise ValueError(f"retention.keep must be positive, got {self.keep!r}")
+        return self
+
+    def window(self) -> pd.Timedelta | None:
+        return pd.Timedelta(self.keep) if self.keep is not None else None
+
+
+class AlertsSection(Section):
+    """Where `lstmcast alerts create` sends the pipeline's alerts: the Prefect notification block named
+    `block` (Slack, e-mail, a custom webhook, ...), when a nightly run ends badly or none has completed
+    `deadline` after it started."""
+
+    block: str | None = None  # a block document name, or "<block-type-slug>/<name>" when names repeat
+    deadline: str = "3h"  # a pandas Timedelta string; Prefect's proactive triggers need at least 10 s
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, v: str) -> str:
+        try:
+            window = pd.Timedelta(v)
+        except ValueError:
+            window = pd.NaT
+        if pd.isna(window) or not re.search(r"[A-Za-z]", v):
+            raise ValueError(f"alerts.deadline must be a duration with a unit such as '3h', got {v!r}")
+        if window < pd.Timedelta(seconds=10):
+            raise ValueError(f"alerts.deadline must be at least 10 seconds, got {v!r}")
+        return v
+
+    def window(self) -> pd.Timedelta:
+        return pd.Timedelta(self.deadline)
 
 
 def auto_patch_len(lookback: int, season_length: int) -> int:

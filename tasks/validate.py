@@ -1,4 +1,5 @@
-"""Validate: rolling-origin backtest of the LSTM against the cheap baselines on the same folds."""
+"""Validate: the leakage guard on the future covariates, then a rolling-origin backtest of the LSTM against
+the cheap baselines on the same folds."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from prefect.artifacts import create_table_artifact
 
 from lstm_model.backtest import COLUMNS, METRICS, fold_plan, run_fold, summarize
 from lstm_model.baselines import BASELINES
+from lstm_model.leakage import leaking_covariates
 from lstm_model.train import TIME_BUDGET
 from tasks._log import artifact_key, stage_logger
 from tasks.config import PipelineConfig
+from tasks.errors import DataError
 from tasks.files import write_parquet_atomic
 from tasks.panel import load_panel
 
@@ -35,6 +38,31 @@ class Fold:
     index: int
     cutoff: int  # first test position on the panel's global axis
     series: tuple[str, ...]  # the series with lookback + horizon steps before the cutoff
+
+
+def run_guard_covariates(cfg: PipelineConfig, history_path: str) -> tuple[str, ...]:
+    """Refuse a future covariate that looks recorded from the target (lstm_model/leakage.py has the rules):
+    the backtest would score the leak and the forecasts would be made with values nobody knows in advance.
+    Returns the columns measured; those in source.checked_covariates are trusted and skipped."""
+    source = cfg.source
+    columns = tuple(c for c in source.future_covariates if c not in source.checked_covariates)
+    if source.checked_covariates:
+        stage_logger().info(
+            "leakage guard: %s not measured (source.checked_covariates)", ", ".join(source.checked_covariates)
+        )
+    if not columns:
+        return ()
+    history = pd.read_parquet(history_path, columns=["series_id", source.target, *columns])
+    refused = leaking_covariates(history, "series_id", source.target, columns)
+    if refused:
+        raise DataError("; ".join(
+            f"source.future_covariates column {e.column!r} looks recorded from the target {source.target!r}, "
+            f"not planned in advance: {e.describe()}; remove it, or add it to source.checked_covariates "
+            "if it is a plan fixed before each as-of"
+            for e in refused
+        ))  # fmt: skip
+    stage_logger().info("leakage guard: %s look like plans, not records of the target", ", ".join(columns))
+    return columns
 
 
 def run_plan_folds(cfg: PipelineConfig, history_path: str) -> list[Fold]:
@@ -140,6 +168,12 @@ def run_gate(cfg: PipelineConfig, summary: dict[str, dict[str, float]]) -> GateD
 def gate(cfg: PipelineConfig, summary: dict[str, dict[str, float]]) -> GateDecision:
     """Decide from the backtest whether the LSTM or the best baseline forecasts."""
     return run_gate(cfg, summary)
+
+
+@task
+def guard_covariates(cfg: PipelineConfig, history_path: str) -> tuple[str, ...]:
+    """Refuse future covariates that leak the target before anything is fitted on them."""
+    return run_guard_covariates(cfg, history_path)
 
 
 @task

@@ -75,7 +75,10 @@ def sales_cfg(sqlite_url: str, tmp_path: Path) -> PipelineConfig:
     return parse_config({
         "name": "sales",
         "source": {"url": sqlite_url, "table": "sales", "series_id": "product", "timestamp": "day",
-                   "target": "qty", "future_covariates": ["promo"]},
+                   "target": "qty", "future_covariates": ["promo"],
+                   # marked checked to test the future-covariate path, not a claim that promo is a plan:
+                   # the file's flags were recorded from the sales (the leakage guard refuses them)
+                   "checked_covariates": ["promo"]},
         "data": {"freq": "D", "season_length": 7, "max_gap": 7, "non_negative": True, "duplicates": "sum",
                  "data_dir": str(tmp_path / "work")},
         "forecast": {"horizon": 14, "lookback": 28, "folds": 2, "gate": "off"},

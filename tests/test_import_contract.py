@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("lstmcast", "deployments", "flows", "tasks", "lstm_model")
 # Each stage of the pipeline is one module or package under tasks/.
 STAGES = frozenset(
-    {"extract", "clean", "validate", "train", "registry", "forecast", "publish", "score", "report"}
+    {"extract", "clean", "validate", "train", "registry", "forecast", "publish", "score", "report", "prune"}
 )
 # What each layer may not import (the layers above it, and Prefect for the model code).
 FORBIDDEN = {

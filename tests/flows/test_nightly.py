@@ -15,12 +15,21 @@ from prefect.client.schemas.sorting import TaskRunSort
 
 import tasks.publish
 from flows.nightly import FALLBACK, GATE_FAILED, nightly_forecast
+from tasks.errors import DataError
 from tasks.validate import GateFailed
-from tests.helpers import seasonal_frame, sensor_config_dict, write_table
+from tests.helpers import (
+    LEAKY_PRODUCTS,
+    PROMO_REFUSED,
+    sales_slice,
+    seasonal_frame,
+    sensor_config_dict,
+    write_table,
+)
 
 STAGES = {
-    "resolve_as_of", "extract", "clean", "plan_folds", "backtest_fold", "summarize_backtest", "gate",
-    "plan_training", "train", "register", "forecast_group", "merge_forecasts", "publish", "score", "report",
+    "resolve_as_of", "extract", "clean", "guard_covariates", "plan_folds", "backtest_fold",
+    "summarize_backtest", "gate", "plan_training", "train", "register", "forecast_group", "merge_forecasts",
+    "publish", "score", "report",
 }  # fmt: skip
 
 
@@ -256,4 +265,26 @@ def test_gate_set_to_fail_fails_the_run_and_publishes_nothing(seasonal_config, s
         state.result()
     runs = task_runs(state.state_details.flow_run_id)
     assert runs["gate"].state.is_completed() and "train" not in runs and "publish" not in runs
+    assert not sa.inspect(sa.create_engine(sqlite_url)).has_table("forecasts")
+
+
+def test_a_leaking_future_covariate_fails_the_run_before_anything_is_fitted(sqlite_url, tmp_path):
+    write_table(sqlite_url, "sales", sales_slice(products=LEAKY_PRODUCTS))
+    raw = sensor_config_dict(
+        sqlite_url, tmp_path / "work", name="sales",
+        source={"table": "sales", "series_id": "product", "timestamp": "day", "target": "qty",
+                "future_covariates": ["promo"]},
+        data={"freq": "D", "season_length": 7, "max_gap": 7, "non_negative": True, "duplicates": "sum"},
+        forecast={"horizon": 14, "lookback": 28},
+    )  # fmt: skip
+    path = tmp_path / "sales.toml"
+    path.write_bytes(tomli_w.dumps(raw).encode())
+    state = nightly_forecast(str(path), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DataError) as exc:
+        state.result()
+    assert str(exc.value) == PROMO_REFUSED
+    runs = task_runs(state.state_details.flow_run_id, expect=("guard_covariates",))
+    assert runs["guard_covariates"].state.is_failed()
+    assert "plan_folds" not in runs and "train" not in runs and "publish" not in runs
     assert not sa.inspect(sa.create_engine(sqlite_url)).has_table("forecasts")

@@ -2,8 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.clean import clean
+from tasks.config import ConfigError, PipelineConfig, parse_config
+from tasks.errors import DataError
+from tasks.extract import extract, resolve_as_of
 from tasks.panel import future_names, load_panel, with_calendar
-from tasks.validate import best_baseline, decide_gate
+from tasks.validate import best_baseline, decide_gate, run_guard_covariates
+from tests.helpers import LEAKY_PRODUCTS, PROMO_REFUSED, sales_slice, sensor_config_dict, write_table
 
 BASELINES_ = {"seasonal_naive": {"mase": 1.0}, "naive": {"mase": 1.2}, "recent_median": {"mase": 0.9},
               "seasonal_mean": {"mase": 0.95}}  # fmt: skip
@@ -77,4 +82,47 @@ def test_load_panel_adds_calendar_columns_aligned_with_the_rows(sensor_cfg, tmp_
     extended = with_calendar(cfg, frame.iloc[5:])
     assert len(extended) == 25 and extended["hour_of_day_cos"].iloc[0] == pytest.approx(
         np.cos(2 * np.pi * 5 / 24)
+    )
+
+
+def unchecked(cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg` with no covariate marked as checked."""
+    return cfg.model_copy(update={"source": cfg.source.model_copy(update={"checked_covariates": ()})})
+
+
+@pytest.fixture
+def promo_history(sales_cfg, sqlite_url) -> str:
+    """The cleaned history of four pasta products with their promotion flags."""
+    write_table(sqlite_url, "sales", sales_slice(products=LEAKY_PRODUCTS))
+    as_of = resolve_as_of.fn(sales_cfg, None)
+    return clean.fn(sales_cfg, extract.fn(sales_cfg, as_of).path, as_of).history_path
+
+
+def test_guard_refuses_the_pasta_promotion_flags(sales_cfg, promo_history):
+    with pytest.raises(DataError) as exc:
+        run_guard_covariates(unchecked(sales_cfg), promo_history)
+    assert str(exc.value) == PROMO_REFUSED
+
+
+def test_guard_lets_a_checked_covariate_through(sales_cfg, promo_history, sensor_cfg):
+    assert sales_cfg.source.checked_covariates == ("promo",)
+    assert run_guard_covariates(sales_cfg, promo_history) == ()
+    assert run_guard_covariates(sensor_cfg(), promo_history) == ()  # no future covariates: nothing to check
+
+
+def test_guard_passes_the_default_pasta_slice_flags(sales_cfg, sqlite_url):
+    # on B1_1, B1_2, B2_1 and B3_1 the flags do not follow the sales: the guard has no evidence
+    as_of = resolve_as_of.fn(sales_cfg, None)
+    history = clean.fn(sales_cfg, extract.fn(sales_cfg, as_of).path, as_of).history_path
+    assert run_guard_covariates(unchecked(sales_cfg), history) == ("promo",)
+
+
+def test_checked_covariates_must_be_future_covariates(tmp_path):
+    raw = sensor_config_dict("sqlite:///x.db", tmp_path, source={
+        "future_covariates": ["promo"], "checked_covariates": ["promo", "price"],
+    })  # fmt: skip
+    with pytest.raises(ConfigError) as exc:
+        parse_config(raw)
+    assert str(exc.value) == (
+        "<config>: source.checked_covariates entry 'price' is not one of source.future_covariates ['promo']"
     )
