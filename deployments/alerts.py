@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from flows.nightly import FALLBACK, GATE_FAILED, nightly_forecast
@@ -66,13 +66,10 @@ def _runs_of(pipeline: str) -> list[dict[str, str]]:
     ]
 
 
-def build_automations(cfg: PipelineConfig, block_document_id: UUID) -> list[AutomationCore]:
-    """The two automations of `cfg`'s pipeline, notifying through the given block document."""
-    from prefect.events.actions import SendNotification
-    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+def build_triggers(pipeline: str, deadline: timedelta) -> tuple[Any, Any]:
+    """(a run ended badly, a run not completed within `deadline` of becoming due), per flow run."""
+    from prefect.events.schemas.automations import EventTrigger, Posture
 
-    pipeline, deadline = cfg.name, cfg.alerts.window()
-    ended, late = automation_names(pipeline)
     run = {"prefect.resource.id": "prefect.flow-run.*"}
     ended_badly = EventTrigger(
         match=run,
@@ -91,9 +88,28 @@ def build_automations(cfg: PipelineConfig, block_document_id: UUID) -> list[Auto
         for_each={"prefect.resource.id"},
         posture=Posture.Proactive,
         threshold=1,
-        within=deadline.to_pytimedelta(),
+        within=deadline,
     )
+    return ended_badly, not_completed
+
+
+def build_automations(cfg: PipelineConfig, block_document_id: UUID) -> list[AutomationCore]:
+    """The two automations of `cfg`'s pipeline, notifying through the given block document."""
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import AutomationCore
+
+    pipeline, deadline = cfg.name, cfg.alerts.deadline
+    ended, late = automation_names(pipeline)
+    ended_badly, not_completed = build_triggers(pipeline, cfg.alerts.window().to_pytimedelta())
     tags = ["lstmcast", pipeline_tag(pipeline)]
+    ended_body = (
+        f"Pipeline {pipeline}: nightly run {RUN} ended {STATE} (as-of {AS_OF}).\n"
+        "{{ flow_run.state.message }}\nFlow run id: {{ flow_run.id }}"
+    )
+    late_body = (
+        f"Pipeline {pipeline}: nightly run {RUN} (as-of {AS_OF}) has not completed {deadline} after it "
+        f"was due; it is {STATE}.\nFlow run id: {{{{ flow_run.id }}}}"
+    )
     return [
         AutomationCore(
             name=ended,
@@ -104,30 +120,21 @@ def build_automations(cfg: PipelineConfig, block_document_id: UUID) -> list[Auto
                 SendNotification(
                     block_document_id=block_document_id,
                     subject=f"lstmcast {pipeline}: {RUN} ended {STATE}",
-                    body=(
-                        f"Pipeline {pipeline}: nightly run {RUN} ended "
-                        f"{STATE} (as-of {AS_OF}).\n"
-                        "{{ flow_run.state.message }}\n"
-                        "Flow run id: {{ flow_run.id }}"
-                    ),
+                    body=ended_body,
                 )
             ],
         ),
         AutomationCore(
             name=late,
             description=f"Notify when a nightly run of pipeline {pipeline} has not completed "
-            f"{cfg.alerts.deadline} after it was due.",
+            f"{deadline} after it was due.",
             tags=tags,
             trigger=not_completed,
             actions=[
                 SendNotification(
                     block_document_id=block_document_id,
-                    subject=f"lstmcast {pipeline}: no forecast {cfg.alerts.deadline} after {RUN}",
-                    body=(
-                        f"Pipeline {pipeline}: nightly run {RUN} (as-of {AS_OF}) has not "
-                        f"completed {cfg.alerts.deadline} after it was due; it is {STATE}.\n"
-                        "Flow run id: {{ flow_run.id }}"
-                    ),
+                    subject=f"lstmcast {pipeline}: no forecast {deadline} after {RUN}",
+                    body=late_body,
                 )
             ],
         ),
