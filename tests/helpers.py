@@ -6,12 +6,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from lstmcast.demo import sales_frame, sensor_frame
 from tasks.clean import CleanResult
 from tasks.config import PipelineConfig
 from tasks.forecast import ForecastResult, run_forecast_group, run_merge_forecasts, series_groups
+
+# The output databases a publish is tested on: SQLite, PostgreSQL with the partitioned forecast table
+# lstmcast creates there, and PostgreSQL with a plain one (`output.partitioned = false`).
+OUTPUT_KINDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("postgres-plain", marks=pytest.mark.postgres),
+]
 
 
 def forecast_all(

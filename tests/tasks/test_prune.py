@@ -17,7 +17,7 @@ from tasks.prune import run_prune
 from tasks.publish import write_forecasts
 from tasks.publish.partitioned import partition_name
 from tasks.schemas import accuracy_table, models_table
-from tests.helpers import sensor_config_dict
+from tests.helpers import OUTPUT_KINDS, sensor_config_dict
 from tests.tasks.test_publish import forecasts, quality, record
 
 OLD, OLDER, NEW = "2020-01-05T00:00:00+00:00", "2020-01-01T00:00:00+00:00", "2020-01-20T00:00:00+00:00"
@@ -52,13 +52,7 @@ class Outputs:
         return sorted((p, parse_as_of(a).isoformat()) for p, a in rows)
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("postgres-plain", marks=pytest.mark.postgres),
-    ]
-)
+@pytest.fixture(params=OUTPUT_KINDS)
 def outputs(request, sqlite_url):
     """SQLite; PostgreSQL with the partitioned forecast table; PostgreSQL with a plain one."""
     if request.param == "sqlite":

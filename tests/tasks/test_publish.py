@@ -21,6 +21,7 @@ from tasks.publish import publish, write_forecasts
 from tasks.publish.partitioned import partition_name
 from tasks.schemas import forecast_table
 from tasks.summary import build_run_record
+from tests.helpers import OUTPUT_KINDS
 
 
 def forecasts(series=("a", "b"), horizon=3, as_of="2020-01-01 00:00", level=1.0) -> pd.DataFrame:
@@ -98,13 +99,7 @@ class Db:
         return self.query(sa.text(f'select * from "{self.runs}"'))
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("postgres-plain", marks=pytest.mark.postgres),
-    ]
-)
+@pytest.fixture(params=OUTPUT_KINDS)
 def db(request, sqlite_url):
     """SQLite; PostgreSQL with the partitioned forecast table lstmcast creates there; PostgreSQL with a
     plain one (`output.partitioned = false`)."""
