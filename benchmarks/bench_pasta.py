@@ -40,13 +40,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from benchmarks import pasta
 from benchmarks.common import command_line, result_path, write_result
 from benchmarks.selection import DEFAULT_SEEDS, choose, mean_std, selection_lines
 from lstm_model import ModelConfig, Panel, TrainConfig, fit, predict_origins
-from lstm_model.features import calendar_features, calendar_names
+from lstm_model.features import calendar_features, holiday_features
 
 RESULTS = result_path("pasta.md")
 TARGET_MASE = 0.68  # below the flat 84-day median (0.694), DeepAR (0.697) and Chronos-Bolt (0.686)
@@ -65,6 +66,7 @@ class Settings:
     embedding_dim: int = 8
     dropout: float = 0.1
     calendar: bool = True
+    holidays: str | None = None  # a holidays-library calendar ("IT") as known-future inputs
     learning_rate: float = 3e-3
     batch_size: int = 256
     steps_per_epoch: int = 50
@@ -92,12 +94,19 @@ CANDIDATES = {
 }
 
 
-def future_covariates(data: pasta.PastaData, calendar: bool) -> tuple[tuple[str, ...], np.ndarray]:
-    """Known-in-advance inputs on the whole grid -> (names, (n_series, n_steps, F)): the calendar only."""
-    if not calendar:
+def future_covariates(s: Settings, data: pasta.PastaData) -> tuple[tuple[str, ...], np.ndarray]:
+    """Known-in-advance inputs on the whole grid -> (names, (n_series, n_steps, F)): the calendar and the
+    public holidays, the same for every series."""
+    parts = []
+    if s.calendar:
+        parts.append(calendar_features(data.dates, pasta.FREQ))
+    if s.holidays:
+        parts.append(holiday_features(data.dates, s.holidays))
+    if not parts:
         return (), np.empty((data.n_series, data.n_steps, 0))
-    cal = calendar_features(data.dates, pasta.FREQ).to_numpy(np.float64)  # (n_steps, C)
-    return tuple(calendar_names(pasta.FREQ)), np.broadcast_to(cal, (data.n_series, *cal.shape))
+    frame = pd.concat(parts, axis=1)
+    known = frame.to_numpy(np.float64)  # (n_steps, F)
+    return tuple(frame.columns), np.broadcast_to(known, (data.n_series, *known.shape))
 
 
 def build_panel(data: pasta.PastaData, cut: int, names: tuple[str, ...], fut: np.ndarray) -> Panel:
@@ -137,7 +146,7 @@ def fit_predict(s: Settings, seed: int, fit_end: int, origins: tuple[int, ...], 
     """One model fitted on rows [0, fit_end) with `seed` -> (median forecasts (n_series, len(origins), H),
     fit seconds). Inputs after `fit_end` are only ever the lookback of a later origin."""
     data = load_data()
-    names, fut = future_covariates(data, s.calendar)
+    names, fut = future_covariates(s, data)
     train = build_panel(data, fit_end, names, fut)
     full = build_panel(data, max(origins) + pasta.HORIZON, names, fut)
     model_cfg, train_cfg = configs(s, seed, threads)

@@ -117,7 +117,7 @@ def pasta_worker(model: str, seed: int, windows: list[int], budgets: list[float]
     else:
         from neuralforecast import NeuralForecast
 
-        names, fut = bench_pasta.future_covariates(data, settings.calendar)
+        names, fut = bench_pasta.future_covariates(settings, data)
         ids = np.array(data.series_ids)
 
         def frame(start: int, stop: int, with_y: bool) -> pd.DataFrame:

@@ -91,7 +91,7 @@ def nightly_forecast(config_path: str, as_of: str | None = None, full_read: bool
     if as_of is None:
         name_run_after(as_of_iso)
     extracted = extract(cfg, as_of_iso)
-    cleaned = cached(clean)(cfg, extracted.path, as_of_iso)
+    cleaned = cached(clean)(cfg, extracted.path, as_of_iso, extracted.events_path)
     guard_covariates(cfg, cleaned.history_path)
     backtest = run_backtest(cfg, cleaned.history_path)
     decision = gate(cfg, backtest.summary)

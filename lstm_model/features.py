@@ -1,6 +1,8 @@
-"""Calendar features: known in advance for any timestamp, so they are future covariates."""
+"""Calendar, holiday and event features: known in advance for any timestamp, so they are future covariates."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -43,3 +45,107 @@ def calendar_features(ts: pd.Series | pd.DatetimeIndex, freq: str) -> pd.DataFra
         angle = 2 * np.pi * np.asarray(values[name], dtype=np.float64) / periods[name]
         out[column] = (np.sin if fn == "sin" else np.cos)(angle).astype(np.float32)
     return pd.DataFrame(out, index=ts.index if isinstance(ts, pd.Series) else index)
+
+
+# Known-future day marks (public holidays, a user's events): the day itself, and how near the next and the
+# last one are, so that the model can learn the days of shopping before a closed day and the days after.
+HOLIDAY_NAMES = ("holiday", "holiday_before", "holiday_after")
+NEAR_DAYS = 7  # a mark this many days away or further is not "near"
+
+
+def split_calendar(spec: str) -> tuple[str, str | None]:
+    """ "IT" -> ("IT", None); "US-CA" -> ("US", "CA"): a country code and an optional subdivision."""
+    country, _, subdiv = spec.partition("-")
+    return country, subdiv or None
+
+
+def check_calendar(spec: str) -> tuple[str, str | None]:
+    """(country, subdivision) of `spec` when the holidays library has that calendar; ValueError naming the
+    unknown part otherwise."""
+    import holidays
+
+    country, subdiv = split_calendar(spec)
+    if spec.count("-") > 1 or spec.endswith("-"):
+        raise ValueError(f"{spec!r} is not a country code ('IT') or a country and subdivision ('US-CA')")
+    supported = holidays.list_supported_countries()
+    if country not in supported:
+        raise ValueError(
+            f"country code {country!r} is not one the holidays library knows (ISO 3166-1 alpha-2 such as "
+            "'IT', 'US', 'CN'; holidays.list_supported_countries() lists them)"
+        )
+    if subdiv is not None and subdiv not in supported[country]:
+        known = supported[country]
+        hint = f"choose from {known[:20]}{' ...' if len(known) > 20 else ''}" if known else "it has none"
+        raise ValueError(f"subdivision {subdiv!r} of {country!r} is unknown to the holidays library; {hint}")
+    return country, subdiv
+
+
+def holiday_dates(spec: str, first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
+    """The public holidays of calendar `spec` ("IT", "US-CA") from the year before `first` to the year
+    after `last`: the marks just outside the span still make the days near them "near"."""
+    import holidays
+
+    country, subdiv = check_calendar(spec)
+    years = range(first.year - 1, last.year + 2)
+    return pd.DatetimeIndex(sorted(holidays.country_holidays(country, subdiv=subdiv, years=years)))
+
+
+def day_marks(ts: pd.Series | pd.DatetimeIndex, marks: pd.DatetimeIndex) -> np.ndarray:
+    """(on, before, after) for each timestamp's calendar day -> (n, 3) float32: 1 on a marked day; before
+    and after fall from 1 on the adjacent day to 0 at NEAR_DAYS days from the next or last mark."""
+    days = _day_numbers(pd.DatetimeIndex(ts))
+    marked = np.unique(_day_numbers(marks))
+    if marked.size == 0:
+        return np.zeros((len(days), 3), np.float32)
+    nxt = np.searchsorted(marked, days, side="right")  # first mark after the day
+    prev = np.searchsorted(marked, days, side="left") - 1  # last mark before the day
+    on = np.isin(days, marked)
+    until = np.where(
+        nxt < marked.size, marked[np.minimum(nxt, marked.size - 1)] - days, np.iinfo(np.int64).max
+    )
+    since = np.where(prev >= 0, days - marked[np.maximum(prev, 0)], np.iinfo(np.int64).max)
+    near = lambda gap: np.clip(1.0 - (np.minimum(gap, NEAR_DAYS + 1) - 1) / NEAR_DAYS, 0.0, 1.0)  # noqa: E731
+    return np.stack([on, near(until), near(since)], axis=1).astype(np.float32)
+
+
+def holiday_features(ts: pd.Series | pd.DatetimeIndex, spec: str) -> pd.DataFrame:
+    """The HOLIDAY_NAMES columns for calendar `spec`, one row per timestamp (indexed as calendar_features).
+
+    Holidays are fixed years ahead, so they are known-future inputs; a timestamp counts on its own wall-clock
+    date, as stored."""
+    index = pd.DatetimeIndex(ts)
+    if len(index) == 0:
+        values = np.zeros((0, 3), np.float32)
+    else:
+        values = day_marks(index, holiday_dates(spec, index.min(), index.max()))
+    return pd.DataFrame(
+        values, columns=list(HOLIDAY_NAMES), index=ts.index if isinstance(ts, pd.Series) else index
+    )
+
+
+def _day_numbers(index: pd.DatetimeIndex) -> np.ndarray:
+    """Days since the epoch of each timestamp's wall-clock date."""
+    if index.tz is not None:
+        index = index.tz_localize(None)
+    return index.normalize().to_numpy("datetime64[D]").astype(np.int64)
+
+
+EVENT_PREFIX = "event:"  # column name of an event: the prefix, then its name as the events table spells it
+
+
+def event_names(columns: Iterable[str]) -> tuple[str, ...]:
+    """The event columns among `columns`, in their order."""
+    return tuple(c for c in columns if c.startswith(EVENT_PREFIX))
+
+
+def event_features(ts: pd.Series | pd.DatetimeIndex, events: pd.DataFrame) -> pd.DataFrame:
+    """One 0/1 column per event name ("event:<name>", names sorted): 1 on every timestamp whose wall-clock
+    date is one of that event's dates. `events` has columns date (datetime64) and name."""
+    days = _day_numbers(pd.DatetimeIndex(ts))
+    out = {
+        f"{EVENT_PREFIX}{name}": np.isin(days, _day_numbers(pd.DatetimeIndex(group["date"]))).astype(
+            np.float32
+        )
+        for name, group in events.groupby("name", sort=True)
+    }
+    return pd.DataFrame(out, index=ts.index if isinstance(ts, pd.Series) else pd.DatetimeIndex(ts))

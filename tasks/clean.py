@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
+from lstm_model.features import event_features
 from tasks.config import PipelineConfig
 from tasks.errors import DataError
 from tasks.files import write_parquet_atomic
@@ -271,6 +272,8 @@ def clean_series(
     future = None
     if cfg.source.future_covariates:
         future = future_part(group, regular, cfg, as_of, future_index, q).assign(series_id=sid)
+    elif cfg.source.events_table:  # the horizon's rows, for the event columns
+        future = pd.DataFrame({"ts": future_index, "series_id": sid})
     return q, history, future
 
 
@@ -279,9 +282,10 @@ def numeric_columns(cfg: PipelineConfig) -> list[str]:
 
 
 def clean_frame(
-    raw: pd.DataFrame, cfg: PipelineConfig, as_of: pd.Timestamp
+    raw: pd.DataFrame, cfg: PipelineConfig, as_of: pd.Timestamp, events: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Raw extract -> (history on a regular grid, future covariates for the horizon, per-series quality)."""
+    """Raw extract -> (history on a regular grid, future covariates for the horizon, per-series quality);
+    with `events` (date, name), both frames gain a 0/1 column per event name."""
     offset = pd.tseries.frequencies.to_offset(cfg.data.freq)
     numeric = numeric_columns(cfg)
     end = grid_end(as_of, cfg.data.freq)
@@ -306,14 +310,24 @@ def clean_frame(
         if future_parts
         else pd.DataFrame(columns=fut_cols)
     )
+    if events is not None:
+        history, fut_frame = (
+            pd.concat(
+                [f.reset_index(drop=True), event_features(f["ts"].reset_index(drop=True), events)], axis=1
+            )
+            for f in (history, fut_frame)
+        )
     types = {**dict.fromkeys(COUNT_COLUMNS, "int64"), "status": "str", "reason": "str"}
     return history, fut_frame, pd.DataFrame(quality, columns=QUALITY_COLUMNS).astype(types)
 
 
-def run_clean(cfg: PipelineConfig, extract_path: str, as_of: pd.Timestamp) -> CleanResult:
+def run_clean(
+    cfg: PipelineConfig, extract_path: str, as_of: pd.Timestamp, events_path: str | None = None
+) -> CleanResult:
     started = time.perf_counter()
     raw = pd.read_parquet(extract_path)
-    history, future, quality = clean_frame(raw, cfg, as_of)
+    events = pd.read_parquet(events_path) if events_path is not None else None
+    history, future, quality = clean_frame(raw, cfg, as_of, events)
     if history.empty:
         reasons = "; ".join(f"{r.series_id}: {r.reason}" for r in quality.head(5).itertuples())
         raise DataError(f"no series is usable for forecasting after cleaning {cfg.source.label} ({reasons})")
@@ -335,6 +349,6 @@ def run_clean(cfg: PipelineConfig, extract_path: str, as_of: pd.Timestamp) -> Cl
 
 
 @task
-def clean(cfg: PipelineConfig, extract_path: str, as_of: str) -> CleanResult:
+def clean(cfg: PipelineConfig, extract_path: str, as_of: str, events_path: str | None = None) -> CleanResult:
     """Put every series on the grid, impute its gaps and count each repair in the quality report."""
-    return run_clean(cfg, extract_path, parse_as_of(as_of))
+    return run_clean(cfg, extract_path, parse_as_of(as_of), events_path)

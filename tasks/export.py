@@ -82,5 +82,7 @@ def run_export(cfg: PipelineConfig, out: str | os.PathLike[str], version: str | 
         )
     result = load_checkpoint(model.checkpoint_path)
     extra = {"pipeline": cfg.name, "version": model.version, "as_of": model.as_of}
+    if cfg.data.holidays:  # the calendar whose days fill the holiday columns (lstm_model.features)
+        extra["holidays"] = cfg.data.holidays
     path = export_onnx(result, out, extra)
     return Exported(cfg.name, model, str(path))

@@ -16,6 +16,7 @@ from prefect import task
 from lstm_model.baselines import baseline_quantiles
 from lstm_model.calibration import quantile_pairs
 from lstm_model.checkpoint import load_checkpoint
+from lstm_model.features import event_names
 from lstm_model.panel import Panel
 from lstm_model.prediction import predict
 from tasks.config import PipelineConfig
@@ -48,23 +49,25 @@ def future_arrays(
     cfg: PipelineConfig, future_path: str, index: dict[str, pd.DatetimeIndex], series_ids: tuple[str, ...]
 ) -> list[np.ndarray] | None:
     """Known-in-advance inputs for the horizon, one (horizon, F) array per series in panel order."""
-    names = future_names(cfg)
+    frame = None
+    if cfg.source.future_covariates or cfg.source.events_table:
+        frame = pd.read_parquet(future_path)
+    from_file = [*cfg.source.future_covariates, *event_names(frame.columns if frame is not None else ())]
+    names = future_names(cfg, event_names(from_file))
     if not names:
         return None
-    source_names = list(cfg.source.future_covariates)
     groups: dict[str, pd.DataFrame] = {}
-    if source_names:
-        frame = pd.read_parquet(future_path)
-        groups = {str(sid): g.set_index("ts")[source_names] for sid, g in frame.groupby("series_id")}
+    if from_file:
+        groups = {str(sid): g.set_index("ts")[from_file] for sid, g in frame.groupby("series_id")}
         missing = [sid for sid in series_ids if sid not in groups]
         if missing:
             raise ValueError(f"no future covariate rows for series {missing[:5]} in {future_path}")
     out = []
     for sid in series_ids:
         rows = pd.DataFrame({"ts": index[sid]})
-        if source_names:
+        if from_file:
             rows = rows.join(groups[sid], on="ts")
-            if rows[source_names].isna().any().any():
+            if rows[from_file].isna().any().any():
                 raise ValueError(
                     f"series {sid!r}: future covariates do not cover the horizon in {future_path}"
                 )

@@ -75,6 +75,8 @@ def config_hash(cfg: PipelineConfig) -> str:
         "covariates": [cfg.source.covariates, cfg.source.future_covariates, cfg.data.calendar],
         "freq": cfg.data.freq,
     }
+    known = {"holidays": cfg.data.holidays, "events": cfg.source.events_table}
+    parts |= {name: value for name, value in known.items() if value}  # absent when unset: older hashes hold
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from lstm_model.config import ModelConfig, TrainConfig
+from lstm_model.features import EVENT_PREFIX, check_calendar
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -94,6 +95,8 @@ class SourceConfig(Section):
     future_covariates: tuple[str, ...] = ()
     # future covariates the leakage guard lets through: a person checked they are plans, known in advance
     checked_covariates: tuple[str, ...] = ()
+    # a table of (date, name) rows: events fixed in advance, each name a known-future input of the model
+    events_table: str | None = None
     # Incremental extract: rows newer than the last run's watermark, plus this much before it again so
     # that late-arriving rows are picked up (a pandas Timedelta string such as "2D" or "6h").
     incremental: bool = True
@@ -118,11 +121,13 @@ class SourceConfig(Section):
     def _url(cls, v: str) -> str:
         return check_url(v, "source.url")
 
-    @field_validator("table")
+    @field_validator("table", "events_table")
     @classmethod
-    def _table(cls, v: str | None) -> str | None:
+    def _table(cls, v: str | None, info: Any) -> str | None:
         if v is not None and not _QUALIFIED_TABLE.match(v):
-            raise ValueError(f"source.table must be a table name, optionally schema-qualified, got {v!r}")
+            raise ValueError(
+                f"source.{info.field_name} must be a table name, optionally schema-qualified, got {v!r}"
+            )
         return v
 
     @field_validator("series_id", "timestamp", "target")
@@ -151,11 +156,15 @@ class SourceConfig(Section):
     @model_validator(mode="after")
     def _checked_are_future_covariates(self) -> SourceConfig:
         for name in self.checked_covariates:
-            if name not in self.future_covariates:
-                raise ValueError(
-                    f"source.checked_covariates entry {name!r} is not one of source.future_covariates "
-                    f"{list(self.future_covariates)}"
-                )
+            if name in self.future_covariates or (self.events_table and name.startswith(EVENT_PREFIX)):
+                continue
+            events = (
+                f" or an event of source.events_table ('{EVENT_PREFIX}<name>')" if self.events_table else ""
+            )
+            raise ValueError(
+                f"source.checked_covariates entry {name!r} is not one of source.future_covariates "
+                f"{list(self.future_covariates)}{events}"
+            )
         return self
 
     def column_roles(self) -> list[tuple[str, str]]:
@@ -181,6 +190,9 @@ class DataConfig(Section):
     outliers: Literal["off", "clip"] = "off"
     outlier_threshold: float = Field(default=6.0, gt=0)
     calendar: bool = True  # add hour/day-of-week/day-of-year features as known-future covariates
+    # a public holiday calendar of the holidays library ("IT", or with a subdivision "US-CA") whose days
+    # become known-future covariates (lstm_model.features.HOLIDAY_NAMES)
+    holidays: str | None = None
     data_dir: str = "data/lstmcast"
 
     @field_validator("freq")
@@ -196,6 +208,13 @@ class DataConfig(Section):
                 f"data.freq must be a pandas offset alias such as 'h', 'D' or '15min' with a positive step, "
                 f"got {v!r}"
             )
+        return v
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_calendar(v)  # its ValueError names the unknown country or subdivision
         return v
 
 

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from lstm_model.backtest import COLUMNS, METRICS, fold_plan, run_fold, summarize
 from lstm_model.baselines import BASELINES
+from lstm_model.features import EVENT_PREFIX, event_names
 from lstm_model.leakage import leaking_covariates
 from lstm_model.train import TIME_BUDGET
 from tasks._log import artifact_key, stage_logger
@@ -41,11 +43,12 @@ class Fold:
 
 
 def run_guard_covariates(cfg: PipelineConfig, history_path: str) -> tuple[str, ...]:
-    """Refuse a future covariate that looks recorded from the target (lstm_model/leakage.py has the rules):
-    the backtest would score the leak and the forecasts would be made with values nobody knows in advance.
-    Returns the columns measured; those in source.checked_covariates are trusted and skipped."""
+    """Refuse a future covariate or event that looks recorded from the target (lstm_model/leakage.py has the
+    rules): the backtest would score the leak and the forecasts would be made with values nobody knows in
+    advance. Returns the columns measured; those in source.checked_covariates are trusted and skipped."""
     source = cfg.source
-    columns = tuple(c for c in source.future_covariates if c not in source.checked_covariates)
+    events = event_names(pq.read_schema(history_path).names) if source.events_table else ()
+    columns = tuple(c for c in (*source.future_covariates, *events) if c not in source.checked_covariates)
     if source.checked_covariates:
         stage_logger().info(
             "leakage guard: %s not measured (source.checked_covariates)", ", ".join(source.checked_covariates)
@@ -56,13 +59,20 @@ def run_guard_covariates(cfg: PipelineConfig, history_path: str) -> tuple[str, .
     refused = leaking_covariates(history, "series_id", source.target, columns)
     if refused:
         raise DataError("; ".join(
-            f"source.future_covariates column {e.column!r} looks recorded from the target {source.target!r}, "
+            f"{label(e.column)} {e.column!r} looks recorded from the target {source.target!r}, "
             f"not planned in advance: {e.describe()}; remove it, or add it to source.checked_covariates "
             "if it is a plan fixed before each as-of"
             for e in refused
         ))  # fmt: skip
     stage_logger().info("leakage guard: %s look like plans, not records of the target", ", ".join(columns))
     return columns
+
+
+def label(column: str) -> str:
+    """Where a known-future column comes from, as the config names it."""
+    return (
+        "source.events_table event" if column.startswith(EVENT_PREFIX) else "source.future_covariates column"
+    )
 
 
 def run_plan_folds(cfg: PipelineConfig, history_path: str) -> list[Fold]:

@@ -18,6 +18,7 @@ from prefect import task
 
 from tasks.config import PipelineConfig
 from tasks.errors import DataError
+from tasks.extract.events import write_events
 from tasks.extract.source import SourceQueryError, SourceUnavailable, last_timestamp
 from tasks.extract.store import (
     STORE_DIR,
@@ -50,6 +51,7 @@ class ExtractResult:
     rows_read: int = 0  # rows that came from the database in this run (all of them, or only the new ones)
     mode: str = "full"  # full | incremental | backfill
     watermark: str | None = None
+    events_path: str | None = None  # source.events_table's rows, all of them: events are fixed in advance
 
 
 def run_extract(cfg: PipelineConfig, as_of: pd.Timestamp, *, chunk_rows: int | None = None) -> ExtractResult:
@@ -67,6 +69,7 @@ def run_extract(cfg: PipelineConfig, as_of: pd.Timestamp, *, chunk_rows: int | N
     upper = future_end if src.future_covariates else as_of
     out_dir = run_dir(cfg, as_of)
     out_dir.mkdir(parents=True, exist_ok=True)
+    events_path = write_events(src.url, src.events_table, out_dir) if src.events_table else None
     final = out_dir / "extract.parquet"
     work = temp_path(final)
     work.mkdir()
@@ -96,6 +99,7 @@ def run_extract(cfg: PipelineConfig, as_of: pd.Timestamp, *, chunk_rows: int | N
         rows_read=stats.rows_read,
         mode=mode,
         watermark=watermark.isoformat() if watermark is not None else None,
+        events_path=events_path,
     )
 
 
