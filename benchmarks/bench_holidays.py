@@ -41,7 +41,7 @@ from benchmarks.bench_pasta import (
 )
 from benchmarks.common import command_line, result_path, write_result
 from benchmarks.selection import DEFAULT_SEEDS, choose, mean_std, selection_lines
-from lstm_model.features import holiday_features
+from lstm_model.features import NEAR_DAYS, holiday_features
 
 RESULTS = result_path("holidays.md")
 CALENDAR = "IT"
@@ -58,7 +58,7 @@ def blocks(cuts: list[int], every: int) -> list[tuple[int, ...]]:
 def near_holiday(data: pasta.PastaData) -> np.ndarray:
     """(n_steps,) bool: the day is a holiday or within NEAR days of one."""
     marks = holiday_features(data.dates, CALENDAR).to_numpy()
-    threshold = 1.0 - (NEAR - 1) / 7  # lstm_model.features.NEAR_DAYS = 7: the value NEAR days away
+    threshold = 1.0 - (NEAR - 1) / NEAR_DAYS  # the before/after value NEAR days away
     return (marks[:, 0] == 1.0) | (marks[:, 1] >= threshold - 1e-6) | (marks[:, 2] >= threshold - 1e-6)
 
 
