@@ -60,24 +60,34 @@ def split_calendar(spec: str) -> tuple[str, str | None]:
 
 
 def check_calendar(spec: str) -> tuple[str, str | None]:
-    """(country, subdivision) of `spec` when the holidays library has that calendar; ValueError naming the
-    unknown part otherwise."""
+    """(country, subdivision) of `spec` as the holidays library spells them ("it" -> ("IT", None)) when it
+    has that calendar; ValueError naming the unknown part otherwise."""
     import holidays
 
-    country, subdiv = split_calendar(spec)
     if spec.count("-") > 1 or spec.endswith("-"):
         raise ValueError(f"{spec!r} is not a country code ('IT') or a country and subdivision ('US-CA')")
+    country, subdiv = split_calendar(spec)
     supported = holidays.list_supported_countries()
-    if country not in supported:
+    if country.upper() not in supported:
         raise ValueError(
             f"country code {country!r} is not one the holidays library knows (ISO 3166-1 alpha-2 such as "
             "'IT', 'US', 'CN'; holidays.list_supported_countries() lists them)"
         )
-    if subdiv is not None and subdiv not in supported[country]:
-        known = supported[country]
+    country = country.upper()
+    if subdiv is None:
+        return country, None
+    known = supported[country]
+    spelled = {code.upper(): code for code in known}
+    if subdiv.upper() not in spelled:
         hint = f"choose from {known[:20]}{' ...' if len(known) > 20 else ''}" if known else "it has none"
         raise ValueError(f"subdivision {subdiv!r} of {country!r} is unknown to the holidays library; {hint}")
-    return country, subdiv
+    return country, spelled[subdiv.upper()]
+
+
+def calendar_spec(spec: str) -> str:
+    """`spec` spelled as the holidays library spells it: "it" -> "IT", "us-ca" -> "US-CA"."""
+    country, subdiv = check_calendar(spec)
+    return country if subdiv is None else f"{country}-{subdiv}"
 
 
 def holiday_dates(spec: str, first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:

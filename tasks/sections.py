@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from lstm_model.config import ModelConfig, TrainConfig
-from lstm_model.features import EVENT_PREFIX, check_calendar
+from lstm_model.features import EVENT_PREFIX, calendar_spec
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -213,9 +213,8 @@ class DataConfig(Section):
     @field_validator("holidays")
     @classmethod
     def _holidays(cls, v: str | None) -> str | None:
-        if v is not None:
-            check_calendar(v)  # its ValueError names the unknown country or subdivision
-        return v
+        # its ValueError names the unknown country or subdivision
+        return None if v is None else calendar_spec(v)
 
 
 class ForecastConfig(Section):

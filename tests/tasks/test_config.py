@@ -338,3 +338,57 @@ def test_the_config_reference_in_the_readme_is_a_valid_config():
     cfg = parse_config(tomllib.loads(block), "README.md")
     assert cfg.registry.table == "lstmcast_models" and cfg.scale.runner == "threads"
     assert cfg.output.accuracy_table == "lstmcast_accuracy" and cfg.training.on_failure == "fail"
+
+
+def with_data(text: str) -> str:
+    return BASE.replace("season_length = 24", f"season_length = 24\n{text}")
+
+
+def test_a_holiday_calendar_is_read_in_the_library_spelling(tmp_path):
+    assert load_config(write(tmp_path, with_data('holidays = "it"'))).data.holidays == "IT"
+    assert load_config(write(tmp_path, with_data('holidays = "us-ca"'))).data.holidays == "US-CA"
+    assert load_config(write(tmp_path, BASE)).data.holidays is None
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("XX", "country code 'XX' is not one the holidays library knows (ISO 3166-1 alpha-2 such as 'IT', 'US', "
+           "'CN'; holidays.list_supported_countries() lists them)"),
+    ("CN-ZZ", "subdivision 'ZZ' of 'CN' is unknown to the holidays library; it has none"),
+    ("US-CA-X", "'US-CA-X' is not a country code ('IT') or a country and subdivision ('US-CA')"),
+])  # fmt: skip
+def test_an_unknown_holiday_calendar_is_named(tmp_path, spec, message):
+    path = write(tmp_path, with_data(f'holidays = "{spec}"'))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: 'data.holidays': {message} (got {spec!r})"
+
+
+def test_an_unknown_subdivision_lists_the_known_ones(tmp_path):
+    path = write(tmp_path, with_data('holidays = "IT-XX"'))
+    known = r"choose from \['AG', 'AL', .* \.\.\. \(got 'IT-XX'\)"
+    with pytest.raises(
+        ConfigError, match=r"subdivision 'XX' of 'IT' is unknown to the holidays library; " + known
+    ):
+        load_config(path)
+
+
+def test_the_events_table_is_a_table_name_and_its_events_can_be_marked_checked(tmp_path):
+    events = BASE.replace("future_covariates = []", "future_covariates = []\nevents_table = {}")
+    cfg = load_config(write(tmp_path, events.format('"plan.events"\nchecked_covariates = ["event:fair"]')))
+    assert cfg.source.events_table == "plan.events" and cfg.source.checked_covariates == ("event:fair",)
+    path = write(tmp_path, events.format('"events; drop table x"'))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path}: 'source.events_table': source.events_table must be a table name, optionally "
+        "schema-qualified, got 'events; drop table x'"
+    )
+    path = write(
+        tmp_path,
+        BASE.replace("future_covariates = []", 'future_covariates = []\nchecked_covariates = ["event:fair"]'),
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path}: source.checked_covariates entry 'event:fair' is not one of source.future_covariates []"
+    )

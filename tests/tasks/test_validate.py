@@ -126,3 +126,75 @@ def test_checked_covariates_must_be_future_covariates(tmp_path):
     assert str(exc.value) == (
         "<config>: source.checked_covariates entry 'price' is not one of source.future_covariates ['promo']"
     )
+
+
+def with_events(cfg: PipelineConfig, table: str = "events", holidays: str | None = None) -> PipelineConfig:
+    """`cfg` reading events from `table` of its source database, with the holiday calendar `holidays`."""
+    return cfg.model_copy(update={
+        "source": cfg.source.model_copy(update={"events_table": table}),
+        "data": cfg.data.model_copy(update={"holidays": holidays}),
+    })  # fmt: skip
+
+
+def events_history(cfg: PipelineConfig, events: pd.DataFrame) -> str:
+    """`events` written as the source's events table, then extract and clean: the history's path."""
+    write_table(cfg.source.url, cfg.source.events_table, events)
+    as_of = resolve_as_of.fn(cfg, None)
+    extracted = extract.fn(cfg, as_of)
+    return clean.fn(cfg, extracted.path, as_of, extracted.events_path).history_path
+
+
+def test_guard_refuses_an_event_on_the_days_a_product_sold(sales_cfg, sqlite_url):
+    write_table(sqlite_url, "sales", sales_slice(products=LEAKY_PRODUCTS))
+    sales = sales_slice(products=("B2_10",))
+    # every day but those with no sales: the file's absent days (shops closed) are imputed as selling days
+    days = pd.date_range(sales["day"].min(), sales["day"].max(), freq="D").strftime("%Y-%m-%d")
+    sold = pd.DataFrame({"date": days[~days.isin(sales["day"][sales["qty"] == 0])], "name": "sold"})
+    cfg = with_events(sales_cfg)
+    with pytest.raises(DataError) as exc:
+        run_guard_covariates(cfg, events_history(cfg, sold))
+    assert str(exc.value) == (
+        "source.events_table event 'event:sold' looks recorded from the target 'qty', not planned in "
+        "advance: it is zero on the target's zero steps and non-zero on its non-zero steps on 1 of 4 series "
+        "(on 99% or more of each; 1 on every step); remove it, or add it to source.checked_covariates if it "
+        "is a plan fixed before each as-of"
+    )
+
+
+def test_guard_measures_and_accepts_a_planned_event(sales_cfg, sqlite_url):
+    write_table(sqlite_url, "sales", sales_slice(products=LEAKY_PRODUCTS))
+    saturdays = pd.date_range("2014-01-04", "2014-12-27", freq="7D")
+    cfg = with_events(sales_cfg)
+    history = events_history(cfg, pd.DataFrame({"date": saturdays, "name": "market day"}))
+    assert run_guard_covariates(cfg, history) == ("event:market day",)  # promo is marked checked
+
+
+def test_holidays_and_events_follow_the_calendar_in_the_future_covariates(sales_cfg):
+    cfg = with_events(sales_cfg, holidays="IT")
+    assert future_names(cfg, ("event:fair",)) == (
+        "promo", "event:fair", "day_of_week_sin", "day_of_week_cos", "day_of_year_sin", "day_of_year_cos",
+        "holiday", "holiday_before", "holiday_after",
+    )  # fmt: skip
+
+
+def test_load_panel_takes_event_and_holiday_columns_from_the_history(sales_cfg, sqlite_url):
+    write_table(sqlite_url, "sales", sales_slice())
+    cfg = with_events(sales_cfg, holidays="IT")
+    fair = pd.DataFrame({"date": ["2014-04-10", "2014-04-11"], "name": "fair"})
+    panel = load_panel(cfg, events_history(cfg, fair))
+    names = panel.future_names
+    assert names == future_names(cfg, ("event:fair",))
+    days = pd.date_range("2014-01-02", periods=panel.future_covariates[0].shape[0], freq="D")
+    values = pd.DataFrame(panel.future_covariates[0], index=days, columns=names)
+    assert values.index[values["event:fair"] == 1].strftime("%Y-%m-%d").tolist() == [
+        "2014-04-10",
+        "2014-04-11",
+    ]
+    # Epiphany, Easter and Easter Monday, Liberation Day, Labour Day and Republic Day of 2014
+    assert values.index[values["holiday"] == 1].strftime("%m-%d").tolist() == [
+        "01-06", "04-20", "04-21", "04-25", "05-01", "06-02",
+    ]  # fmt: skip
+    near = values.loc["2014-04-23":"2014-04-26", ["holiday_before", "holiday_after"]]
+    np.testing.assert_allclose(
+        near.to_numpy(), [[6 / 7, 6 / 7], [1, 5 / 7], [2 / 7, 4 / 7], [3 / 7, 1]], atol=1e-6
+    )
