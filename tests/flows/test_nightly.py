@@ -15,6 +15,7 @@ from prefect.client.schemas.sorting import TaskRunSort
 
 import tasks.publish
 from flows.nightly import FALLBACK, GATE_FAILED, nightly_forecast
+from lstm_model.checkpoint import load_checkpoint
 from tasks.errors import DataError
 from tasks.validate import GateFailed
 from tests.helpers import (
@@ -288,3 +289,43 @@ def test_a_leaking_future_covariate_fails_the_run_before_anything_is_fitted(sqli
     assert runs["guard_covariates"].state.is_failed()
     assert "plan_folds" not in runs and "train" not in runs and "publish" not in runs
     assert not sa.inspect(sa.create_engine(sqlite_url)).has_table("forecasts")
+
+
+def test_holidays_and_events_reach_the_model_and_the_forecasts(sqlite_url, tmp_path):
+    write_table(sqlite_url, "sales", sales_slice())
+    events = {"date": ["2014-03-14", "2014-07-05", "2015-08-15"], "name": ["fair", "fair", "stocktaking"]}
+    write_table(sqlite_url, "store_events", pd.DataFrame(events))
+    raw = sensor_config_dict(
+        sqlite_url, tmp_path / "work", name="sales",
+        source={"table": "sales", "series_id": "product", "timestamp": "day", "target": "qty",
+                "events_table": "store_events"},
+        data={"freq": "D", "season_length": 7, "max_gap": 7, "non_negative": True, "holidays": "IT"},
+        forecast={"horizon": 14, "lookback": 28},
+    )  # fmt: skip
+    path = tmp_path / "sales.toml"
+    path.write_bytes(tomli_w.dumps(raw).encode())
+    result = nightly_forecast(str(path), "2014-07-01")
+    assert result["rows_published"] == 4 * 14
+
+    (run_dir,) = {p.parent for p in (tmp_path / "work").rglob("events.parquet")}
+    future = pd.read_parquet(run_dir / "future.parquet")
+    assert len(future) == 4 * 14  # the horizon's rows, with the events known in advance
+    fair_days = future.loc[future["event:fair"] == 1, "ts"].dt.strftime("%Y-%m-%d")
+    assert set(fair_days) == {"2014-07-05"} and len(fair_days) == 4
+    assert (future["event:stocktaking"] == 0).all()
+    history = pd.read_parquet(run_dir / "history.parquet")
+    assert set(history.loc[history["event:fair"] == 1, "ts"].dt.strftime("%Y-%m-%d")) == {"2014-03-14"}
+
+    (checkpoint,) = (tmp_path / "work").rglob("lstm-*.pt")
+    model = load_checkpoint(checkpoint)
+    assert model.future_names == (
+        "event:fair", "event:stocktaking", "day_of_week_sin", "day_of_week_cos", "day_of_year_sin",
+        "day_of_year_cos", "holiday", "holiday_before", "holiday_after",
+    )  # fmt: skip
+    assert result["model_version"] == checkpoint.stem
+
+    engine = sa.create_engine(sqlite_url)
+    published = pd.read_sql("select * from forecasts", engine)
+    engine.dispose()
+    assert len(published) == 4 * 14 and published["yhat"].notna().all()
+    assert published["ts"].min().startswith("2014-07-02")

@@ -345,3 +345,22 @@ def test_no_row_is_invented_or_lost(sensor_cfg):
     kept = history.set_index("ts")["value"]
     assert (kept.loc[observed.index] == observed).all()
     assert (q.duplicates, q.missing, q.imputed, q.dropped_before_gap) == (5, 6, 6, 0)
+
+
+def test_events_become_columns_of_the_history_and_of_the_horizon(sales_cfg):
+    cfg = sales_cfg.model_copy(update={"source": sales_cfg.source.model_copy(update={"events_table": "ev"})})
+    as_of = parse_as_of("2014-06-01")
+    raw = pd.read_parquet(run_extract(sales_cfg, as_of).path)
+    events = pd.DataFrame({
+        "date": pd.to_datetime(["2014-05-30", "2014-06-03", "2014-06-03"]), "name": ["fair", "fair", "sale"],
+    })  # fmt: skip
+    history, future, _ = clean_frame(raw, cfg, as_of, events)
+    assert list(future.columns) == ["series_id", "ts", "promo", "event:fair", "event:sale"]
+    assert len(future) == 4 * 14 and not future["promo"].isna().any()  # with the promotion plan
+    marked = future[future["event:fair"] == 1]
+    assert set(marked["ts"]) == {pd.Timestamp("2014-06-03", tz="UTC")} and len(marked) == 4
+    assert future["event:sale"].equals(future["event:fair"])
+    assert set(history.loc[history["event:fair"] == 1, "ts"]) == {pd.Timestamp("2014-05-30", tz="UTC")}
+    assert (history["event:sale"] == 0).all()
+    without = clean_frame(raw, cfg, as_of)[0]
+    pd.testing.assert_frame_equal(history.drop(columns=["event:fair", "event:sale"]), without)
