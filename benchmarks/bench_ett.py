@@ -82,20 +82,26 @@ CANDIDATES = {
 }
 
 
-def build_panel(df: pd.DataFrame, setting: str, end: int) -> Panel:
-    """Rows [0, end) as a panel: one series per forecast variable (channel independence for M)."""
+def build_panel(df: pd.DataFrame, setting: str, end: int, future: pd.DataFrame | None = None) -> Panel:
+    """Rows [0, end) as a panel: one series per forecast variable (channel independence for M), with the
+    known-future columns of `future` (one row per row of `df`) shared by every series."""
     rows = df.iloc[:end]
     targets = ett.columns(setting)
     empty = np.empty((end, 0), np.float32)
+    known = empty if future is None else future.iloc[:end].to_numpy(np.float32)
     return Panel(
         series_ids=targets,
         target=tuple(rows[v].to_numpy(np.float32) for v in targets),
         past_covariates=tuple(empty for _ in targets),
-        future_covariates=tuple(empty for _ in targets),
+        future_covariates=tuple(known for _ in targets),
+        future_names=() if future is None else tuple(future.columns),
     )
 
 
-def fit_one(df: pd.DataFrame, setting: str, horizon: int, cand: Candidate, seed: int, threads: int | None):
+def fit_one(
+    df: pd.DataFrame, setting: str, horizon: int, cand: Candidate, seed: int, threads: int | None,
+    future: pd.DataFrame | None = None,
+) -> tuple[TrainResult, float]:  # fmt: skip
     """Fit on rows [0, 11520) with the protocol's validation rows as the early-stopping tail."""
     # Windows whose targets end in the last n_val rows of the panel are validation windows; every
     # training target then lies in the protocol's train rows.
@@ -111,20 +117,37 @@ def fit_one(df: pd.DataFrame, setting: str, horizon: int, cand: Candidate, seed:
         linear_init=cand.linear_init, loss=cand.loss,
     )  # fmt: skip
     t0 = time.perf_counter()
-    result = fit(build_panel(df, setting, PANEL_END), model_cfg, train_cfg)
+    result = fit(build_panel(df, setting, PANEL_END, future), model_cfg, train_cfg)
     return result, time.perf_counter() - t0
 
 
-def score(df: pd.DataFrame, setting: str, result: TrainResult, origins: np.ndarray) -> tuple[float, float]:
-    """(MSE, MAE) of the median forecasts from `origins`, on values standardized with the train rows."""
+def forecasts(
+    df: pd.DataFrame,
+    setting: str,
+    result: TrainResult,
+    origins: np.ndarray,
+    future: pd.DataFrame | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(median forecasts, truth), both (n_windows, H, C) and standardized with the train rows."""
     horizon = result.model_config.horizon
     end = int(origins.max()) + horizon
-    panel = build_panel(df, setting, end)  # rows after an origin are truth only: never model inputs
+    panel = build_panel(df, setting, end, future)  # rows after an origin are truth only: never model inputs
     pred = predict_origins(result, panel, origins)[..., result.model_config.median_index]  # (C, n, H)
     values = df[list(ett.columns(setting))].to_numpy(np.float64)
     scaler = ett.TrainScaler.fit(values)
     truth = ett.truth_windows(scaler.transform(values), origins, horizon)
-    return ett.evaluate(scaler.transform(np.moveaxis(pred, 0, -1)), truth)
+    return scaler.transform(np.moveaxis(pred, 0, -1)), truth
+
+
+def score(
+    df: pd.DataFrame,
+    setting: str,
+    result: TrainResult,
+    origins: np.ndarray,
+    future: pd.DataFrame | None = None,
+) -> tuple[float, float]:
+    """(MSE, MAE) of the median forecasts from `origins`, on values standardized with the train rows."""
+    return ett.evaluate(*forecasts(df, setting, result, origins, future))
 
 
 def val_origins(horizon: int) -> np.ndarray:

@@ -69,7 +69,7 @@ def run_extract(cfg: PipelineConfig, as_of: pd.Timestamp, *, chunk_rows: int | N
     upper = future_end if src.future_covariates else as_of
     out_dir = run_dir(cfg, as_of)
     out_dir.mkdir(parents=True, exist_ok=True)
-    events_path = write_events(src.url, src.events_table, out_dir) if src.events_table else None
+    events_path = write_events(src.url, src.events_table, out_dir, as_of) if src.events_table else None
     final = out_dir / "extract.parquet"
     work = temp_path(final)
     work.mkdir()

@@ -11,6 +11,7 @@ from tasks.db import safe_url
 from tasks.errors import DataError, SourceError
 from tasks.extract import SourceQueryError
 from tasks.extract.events import read_events, write_events
+from tasks.parsing import parse_as_of
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -129,3 +130,30 @@ def test_a_query_the_database_refuses_is_a_query_error_naming_the_table(pg_url):
             conn.execute(sa.text(f'drop table "{table}"'))
             conn.execute(sa.text("drop role lstmcast_events_reader"))
         engine.dispose()
+
+
+def test_only_the_events_known_at_the_as_of_are_read(events_db):
+    url, table, load = events_db
+    load(pd.DataFrame({
+        "date": [dt.date(2018, 6, 1), dt.date(2018, 6, 2), dt.date(2018, 6, 3)],
+        "name": ["sale", "fair", "closure"],
+        "known_since": [dt.date(2018, 1, 10), None, dt.date(2018, 5, 1)],
+    }))  # fmt: skip
+
+    def names(as_of: str | None) -> list[str]:
+        return read_events(url, table, None if as_of is None else parse_as_of(as_of))["name"].tolist()
+
+    assert names("2018-04-30 23:00") == ["sale", "fair"]  # the closure was announced on May 1
+    assert names("2018-05-01 00:00") == ["sale", "fair", "closure"]
+    assert names("2018-01-09") == ["fair"]  # a row without known_since counts as known all along
+    assert names(None) == ["sale", "fair", "closure"]
+
+
+def test_a_known_since_that_is_not_a_date_is_named(events_db):
+    url, table, load = events_db
+    load(pd.DataFrame({"date": ["2018-01-01"], "name": ["a"], "known_since": ["last spring"]}))
+    with pytest.raises(DataError) as err:
+        read_events(url, table, parse_as_of("2018-01-01"))
+    assert str(err.value) == (
+        f"source.events_table {table!r}: column 'known_since' has a value that is not a date: 'last spring'"
+    )
