@@ -309,6 +309,7 @@ def test_the_demo_configs_give_the_lstm_settings_they_always_have():
     model, train = sales.model_config_for_lstm(), sales.train_config()
     assert (model.lookback, model.horizon, model.patch_len, model.embedding_dim) == (84, 28, 7, 8)
     assert (train.learning_rate, train.steps_per_epoch, train.time_budget_s) == (0.003, 25, 600.0)
+    assert sales.data.holidays == "IT" and sensors.data.holidays is None
 
 
 @pytest.mark.parametrize(

@@ -261,3 +261,22 @@ def test_decide_champion_promotes_only_a_strictly_better_challenger():
     stale = decide_champion("lstm-b", 5.0, champion, None)
     assert stale.promoted
     assert stale.message == "lstm-b replaces lstm-a, which cannot forecast the current series"
+
+
+def test_a_champion_is_not_reused_once_the_events_table_names_another_event(cfg, history, tmp_path):
+    events = cfg.model_copy(update={
+        "source": cfg.source.model_copy(update={"events_table": "events"}),
+        "registry": cfg.registry.model_copy(update={"retrain_every": 3, "between": "reuse"}),
+    })  # fmt: skip
+    frame = pd.read_parquet(history)
+    first = frame.assign(**{"event:fair": (frame["ts"].dt.day == 5).astype("float32")})
+    paths = [tmp_path / "one" / "history.parquet", tmp_path / "two" / "history.parquet"]
+    for path, data in zip(paths, [first, first.assign(**{"event:sale": 0.0})], strict=True):
+        path.parent.mkdir()
+        data.to_parquet(path)
+    trained = run_train(events, str(paths[0]))
+    run_register(events, trained, plan_for(events, None), str(paths[0]), AS_OF[0], "run-1", {})
+    assert run_plan_training(events, str(paths[0]), AS_OF[1]).action == REUSE
+    assert run_plan_training(events, str(paths[1]), AS_OF[1]).reason == (
+        f"champion {trained.model_version} cannot be reused: the covariates changed"
+    )
