@@ -40,7 +40,7 @@ from benchmarks.bench_pasta import (
     run_jobs,
 )
 from benchmarks.common import command_line, result_path, write_result
-from benchmarks.selection import DEFAULT_SEEDS, choose, mean_std, selection_lines
+from benchmarks.selection import DEFAULT_SEEDS, arms_report, choose, mean_std, selection_lines
 from lstm_model.features import NEAR_DAYS, holiday_features
 
 RESULTS = result_path("holidays.md")
@@ -152,24 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(["", *log, "", *rows, "", *facts]))
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:
-        write_result(out, [
-            f"# pasta_sales: public holidays ({CALENDAR}) as known-future inputs, chosen on validation",
-            "",
-            f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-            f"- command: `{command_line(__spec__.name, argv)}`",
-            f"- machine: {machine_line(args.threads)}",
-            f"- seeds: {seeds}; a test fit every {args.refit_every} window(s); protocol: benchmarks/pasta.py",
-            "",
-            "## Both arms (the choice made on validation; each arm scored once on the test windows)",
-            "",
-            *rows,
-            "",
-            *[f"- {f}" for f in facts],
-            "",
-            "## Validation-only selection log",
-            "",
-            *log,
-        ])  # fmt: skip
+        write_result(out, arms_report(
+            f"pasta_sales: public holidays ({CALENDAR}) as known-future inputs, chosen on validation",
+            [f"date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+             f"command: `{command_line(__spec__.name, argv)}`",
+             f"machine: {machine_line(args.threads)}",
+             f"seeds: {seeds}; a test fit every {args.refit_every} window(s); protocol: benchmarks/pasta.py"],
+            rows, facts, log,
+        ))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import torch
 from benchmarks import ett
 from benchmarks.bench_ett import CANDIDATES, fit_one, forecasts, parse_row, val_origins
 from benchmarks.common import command_line, result_path, write_result
-from benchmarks.selection import DEFAULT_SEEDS, choose, mean_std, selection_lines
+from benchmarks.selection import DEFAULT_SEEDS, arms_report, choose, mean_std, selection_lines
 from lstm_model.features import calendar_features, holiday_features
 
 RESULTS = result_path("holidays_ett.md")
@@ -160,24 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(["", *log, *table, "", *facts]))
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:
-        write_result(out, [
-            f"# ETTh1: public holidays ({CALENDAR}) as known-future inputs, chosen on validation",
-            "",
-            f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-            f"- command: `{command_line(__spec__.name, argv)}`",
-            f"- machine: {machine}, no GPU",
-            f"- seeds: {seeds}; protocol: benchmarks/ett.py (MSE / MAE on standardized values, every window)",
-            "",
-            "## Every arm (the choice made on validation; each arm scored once on the test windows)",
-            "",
-            *table,
-            "",
-            *[f"- {f}" for f in facts],
-            "",
-            "## Validation-only selection log",
-            "",
-            *log,
-        ])  # fmt: skip
+        write_result(out, arms_report(
+            f"ETTh1: public holidays ({CALENDAR}) as known-future inputs, chosen on validation",
+            [f"date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+             f"command: `{command_line(__spec__.name, argv)}`",
+             f"machine: {machine}, no GPU",
+             f"seeds: {seeds}; protocol: benchmarks/ett.py (MSE / MAE on standardized values, every window)"],
+            table, facts, log,
+        ))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -48,3 +48,25 @@ def selection_lines(
         mark = "**chosen**" if name == chosen else ""
         lines.append(f"| {name} | {described[name]} | {mean_std(values)} | {per_seed} | {mark} |")
     return lines
+
+
+def arms_report(
+    title: str, header: Sequence[str], table: Sequence[str], facts: Sequence[str], log: Sequence[str]
+) -> list[str]:
+    """The results file of an arms comparison (every arm scored once on test after the validation
+    choice): title, how it was run (`header`, one bullet each), the table, facts and the selection log."""
+    return [
+        f"# {title}",
+        "",
+        *[f"- {line}" for line in header],
+        "",
+        "## Every arm (the choice made on validation; each arm scored once on the test windows)",
+        "",
+        *table,
+        "",
+        *[f"- {f}" for f in facts],
+        "",
+        "## Validation-only selection log",
+        "",
+        *log,
+    ]
