@@ -52,8 +52,9 @@ def future_arrays(
     frame = None
     if cfg.source.future_covariates or cfg.source.events_table:
         frame = pd.read_parquet(future_path)
-    from_file = [*cfg.source.future_covariates, *event_names(frame.columns if frame is not None else ())]
-    names = future_names(cfg, event_names(from_file))
+    events = event_names(frame.columns) if frame is not None else ()
+    from_file = [*cfg.source.future_covariates, *events]
+    names = future_names(cfg, events)
     if not names:
         return None
     groups: dict[str, pd.DataFrame] = {}
